@@ -44,8 +44,14 @@ FLAT_PER_CONTRACT = CENT  # money units per contract on `flat` series, times the
 
 def parse_fee_multiplier(value: object, field: str = "fee_multiplier") -> Fraction:
     """Kalshi sends ``fee_multiplier`` as a JSON number (1, 0.5, 0); keep it exact."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+    if isinstance(value, bool) or not isinstance(value, (int, float, str, Fraction)):
         raise UnitError(field, value, "expected a number")
+    if isinstance(value, Fraction):
+        if not 0 <= value <= 100:
+            raise UnitError(field, value, "must be a finite number between 0 and 100")
+        return value
+    if isinstance(value, str) and not value.replace(".", "", 1).isdigit():
+        raise UnitError(field, value, "not a plain non-negative decimal number")
     try:
         # str() of a float is its shortest round-trip text: 0.5 → "0.5", exact as a Decimal.
         dec = Decimal(str(value))
@@ -85,6 +91,8 @@ class FeeSchedule:
     rounding_unit: int = FEE_ROUNDING_FILL
 
     def __post_init__(self) -> None:
+        if not isinstance(self.multiplier, Fraction):
+            object.__setattr__(self, "multiplier", parse_fee_multiplier(self.multiplier))
         if self.fee_type not in FEE_TYPES:
             raise UnitError("fee_type", self.fee_type, f"unknown fee type, expected one of {sorted(FEE_TYPES)}")
         if self.rounding_unit not in (FEE_ROUNDING_FILL, FEE_ROUNDING_CENT):

@@ -78,7 +78,11 @@ def _parse_fixed(
     if type(text) is not str:
         kind = "a number" if isinstance(text, (int, float)) else type(text).__name__
         raise UnitError(field, text, f"expected a decimal string, got {kind}")
+    if len(text) > 40:  # no real value is this long; also keeps int() far from its digit limit
+        raise UnitError(field, text, "too long to be a Kalshi number")
     negative = text.startswith("-")
+    if negative and not signed:
+        raise UnitError(field, text, "must not be negative")
     body = text[1:] if negative else text
     whole, dot, frac = body.partition(".")
     if not (whole.isascii() and whole.isdigit()):
@@ -95,8 +99,6 @@ def _parse_fixed(
     else:
         value = int(whole) * 10**decimals
     if negative:
-        if not signed and value:
-            raise UnitError(field, text, "must not be negative")
         value = -value
     if abs(value) > max_abs:
         raise UnitError(field, text, "out of range")
