@@ -1,0 +1,298 @@
+"""The SQLite execution journal: storage settings, ordering, recovery, corruption, failures."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import stat
+
+import pytest
+
+from actors.journal import JOURNAL_FILE, Journal, JournalCorrupt, JournalError
+from actors.whale_rules import PublicTrade, WhaleQueue, client_order_id_for
+from kalshi.units import COUNT_ONE
+from messages.whale import Decision, OrderPlan
+
+T0 = 1_764_000_000_000
+
+
+def whale(tid="t1", market="KXA-26-T1", ts=T0):
+    q = WhaleQueue()
+    _, w = q.add(
+        PublicTrade(trade_id=tid, market=market, taker_side="yes", yes_price=5000, no_price=5000,
+                    count=300 * COUNT_ONE, ts_ms=ts),
+        ts,
+    )
+    return w
+
+
+def plan_for(w, price=5100):
+    return OrderPlan(
+        client_order_id=client_order_id_for(w.whale_id, "v1"), whale_id=w.whale_id, market=w.market,
+        outcome="yes", side="bid", price=price, count=5 * COUNT_ONE,
+    )
+
+
+def decision(w, action="follow", final=True, plan=None):
+    return Decision(
+        action=action, reason=f"test {action}", whale_id=w.whale_id, market=w.market, final=final, outcome=w.side,
+        trade_ids=w.trade_ids, whale_ts_ms=w.ts_ms, plan=plan,
+        client_order_id=plan.client_order_id if plan else "", decided_ms=T0 + 1,
+    )
+
+
+def follow(j: Journal, w, status: str | None = "accepted", order_id: str | None = "o-1"):
+    p = plan_for(w)
+    j.record_whale_seen(w, T0)
+    j.record_decision(decision(w, plan=p))
+    j.record_intent(p, T0 + 2)
+    if status:
+        j.record_outcome(p.client_order_id, status, T0 + 3, order_id=order_id)
+    return p
+
+
+def test_pragmas_and_file_modes(tmp_path):
+    with Journal(tmp_path) as j:
+        assert j.pragmas() == ("wal", 2)
+        follow(j, whale())
+        for name in (JOURNAL_FILE, JOURNAL_FILE + "-wal", JOURNAL_FILE + "-shm"):
+            path = tmp_path / name
+            assert path.exists(), name
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, name
+
+
+def test_intent_is_committed_when_record_intent_returns(tmp_path):
+    """The order may be sent right after record_intent: an independent reader (and a crash copy)
+    must already see it."""
+    j = Journal(tmp_path)
+    w = whale()
+    p = plan_for(w)
+    j.record_decision(decision(w, plan=p))
+    j.record_intent(p, T0 + 2)
+    other = sqlite3.connect(tmp_path / JOURNAL_FILE)
+    try:
+        assert other.execute("SELECT client_order_id FROM order_intents").fetchall() == [(p.client_order_id,)]
+    finally:
+        other.close()
+    # "kill -9" now: copy the files as they are on disk, without closing the journal
+    crash = tmp_path / "crash"
+    crash.mkdir()
+    for name in (JOURNAL_FILE, JOURNAL_FILE + "-wal"):
+        shutil.copy(tmp_path / name, crash / name)
+    j.close()
+    with Journal(crash) as recovered:
+        view = recovered.load()
+    assert [x.client_order_id for x in view.pending_intents] == [p.client_order_id]
+    assert view.pending_intents[0].plan == p and view.pending_intents[0].last_status is None
+    assert w.whale_id in view.evaluated_whale_ids and w.whale_id in view.followed_whale_ids
+
+
+def test_recovery_view(tmp_path):
+    w1, w2, w3, w4, w5 = (whale(f"t{i}", market=f"KX{i}-1-A") for i in range(1, 6))
+    with Journal(tmp_path) as j:
+        follow(j, w1, "accepted", "o-1")
+        p2 = follow(j, w2, "unknown", None)
+        p3 = follow(j, w3, None)
+        follow(j, w4, "rejected", None)
+        j.record_decision(decision(w5, "rate_limited", final=False))
+        j.record_decision(decision(w5, "skipped_age", final=True))
+        assert j.record_fill("f-1", {"order_id": "o-1", "count": 500})
+        assert not j.record_fill("f-1", {"order_id": "o-1", "count": 500})  # a duplicate fill changes nothing
+        view = j.load()
+        assert view.evaluated_whale_ids == {w.whale_id for w in (w1, w2, w3, w4, w5)}
+        assert view.evaluated_trade_ids == {"t1", "t2", "t3", "t4", "t5"}
+        assert view.evaluated_sweeps == {(w.market, "yes", T0) for w in (w1, w2, w3, w4, w5)}
+        assert view.followed_whale_ids == {w.whale_id for w in (w1, w2, w3, w4)}
+        assert [(p.client_order_id, p.last_status) for p in view.pending_intents] == [
+            (p2.client_order_id, "unknown"), (p3.client_order_id, None)]
+        assert view.unknown_outcomes == 2  # never answered counts: it may have been sent
+        assert view.known_orders == ((plan_for(w1).client_order_id, "o-1"),)
+        assert view.fill_ids == {"f-1"}
+        assert view.intent_times_ms == (T0 + 2,) * 4
+        # the unknown outcome is resolved by reading orders back: the intent closes
+        j.record_outcome(p2.client_order_id, "resolved", T0 + 9, order_id="o-2")
+        view = j.load()
+        assert [p.client_order_id for p in view.pending_intents] == [p3.client_order_id]
+        assert dict(view.known_orders)[p2.client_order_id] == "o-2"
+
+
+def test_duplicate_sighting_is_journaled(tmp_path):
+    q = WhaleQueue()
+    t = PublicTrade(trade_id="t1", market="KXA-26-T1", taker_side="yes", yes_price=5000, no_price=5000,
+                    count=300 * COUNT_ONE, ts_ms=T0)
+    _, w = q.add(t, T0)
+    outcome, same = q.add(t, T0 + 5)  # again, e.g. from a backfill after a reconnect
+    assert outcome == "duplicate" and same == w
+    with Journal(tmp_path) as j:
+        j.record_whale_seen(w, T0)
+        j.record_whale_seen(same, T0 + 5, event="duplicate", trade_id=t.trade_id)
+        with pytest.raises(ValueError):
+            j.record_whale_seen(w, T0, event="other")
+        rows = j._conn.execute("SELECT body FROM whales_seen ORDER BY seq").fetchall()
+    assert ['"event":"seen"' in rows[0][0], '"event":"duplicate"' in rows[1][0]] == [True, True]
+    assert '"trade_id":"t1"' in rows[1][0]
+
+
+def test_rate_limited_alone_does_not_mark_evaluated(tmp_path):
+    w = whale()
+    with Journal(tmp_path) as j:
+        j.record_decision(decision(w, "rate_limited", final=False))
+        j.record_decision(decision(w, "skipped_gate", final=False))
+        view = j.load()
+    assert view.evaluated_whale_ids == frozenset() and view.evaluated_sweeps == frozenset()
+
+
+def test_same_intent_twice_is_idempotent_but_a_different_one_is_refused(tmp_path):
+    w = whale()
+    p = plan_for(w)
+    with Journal(tmp_path) as j:
+        seq = j.record_intent(p, T0)
+        assert j.record_intent(p, T0 + 50) == seq  # a retry after restart: same intent
+        with pytest.raises(JournalError, match="different intent"):
+            j.record_intent(plan_for(w, price=5200), T0 + 60)
+        with pytest.raises(ValueError):
+            j.record_outcome("tv3-unknown", "accepted", T0, order_id="x")
+        with pytest.raises(ValueError):
+            j.record_outcome(p.client_order_id, "maybe", T0)
+        assert j.load().last_seq == 1
+
+
+def test_counts_and_recent_decisions(tmp_path):
+    with Journal(tmp_path) as j:
+        for i, action in enumerate(["follow", "skipped_age", "skipped_age", "rate_limited"]):
+            w = whale(f"t{i}", ts=T0 + i)
+            j.record_decision(decision(w, action, final=action != "rate_limited"))
+        assert j.counts_by_action() == {"follow": 1, "rate_limited": 1, "skipped_age": 2}
+        recent = j.recent_decisions(2)
+        assert [d["action"] for d in recent] == ["rate_limited", "skipped_age"]
+        assert recent[0]["reason"] == "test rate_limited"
+
+
+def test_replay_is_deterministic(tmp_path):
+    with Journal(tmp_path) as j:
+        follow(j, whale("a", market="KXA-1-A"))
+        follow(j, whale("b", market="KXB-1-A"), "unknown", None)
+        j.record_fill("f-9", {"order_id": "o-1"})
+        first = j.load()
+        second = j.load()
+    assert first == second and first.state_hash == second.state_hash
+    with Journal(tmp_path) as j:
+        third = j.load()
+        assert third.state_hash == first.state_hash
+        j.record_fill("f-10", {"order_id": "o-1"})
+        assert j.load().state_hash != first.state_hash
+
+
+def test_appends_continue_the_sequence_after_reopen(tmp_path):
+    with Journal(tmp_path) as j:
+        follow(j, whale("a"))
+    with Journal(tmp_path) as j:
+        assert j.record_fill("f-1", {}) and j.load().last_seq == 5
+
+
+def _tamper(tmp_path, sql, params=()):
+    conn = sqlite3.connect(tmp_path / JOURNAL_FILE)
+    try:
+        conn.execute(sql, params)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def test_corrupt_middle_record_is_refused_with_its_location(tmp_path):
+    with Journal(tmp_path) as j:
+        follow(j, whale())
+    _tamper(tmp_path, "UPDATE decisions SET body = replace(body, 'test follow', 'test forged') WHERE seq = 2")
+    with Journal(tmp_path) as j, pytest.raises(JournalCorrupt) as err:
+        j.load()
+    assert (err.value.table, err.value.seq) == ("decisions", 2)
+    assert "checksum" in str(err.value)
+
+
+def test_seq_gap_is_refused(tmp_path):
+    with Journal(tmp_path) as j:
+        follow(j, whale())
+    _tamper(tmp_path, "DELETE FROM decisions WHERE seq = 2")
+    with Journal(tmp_path) as j, pytest.raises(JournalCorrupt) as err:
+        j.load()
+    assert (err.value.table, err.value.seq) == ("order_intents", 3)
+    assert "gap" in str(err.value)
+
+
+def test_unreadable_body_with_a_matching_checksum_is_refused(tmp_path):
+    from actors.journal import _checksum
+
+    with Journal(tmp_path) as j:
+        follow(j, whale())
+    _tamper(tmp_path, "UPDATE order_intents SET body = ?, sum = ? WHERE seq = 3", ("{not json", _checksum(3, "order_intents", "{not json")))
+    with Journal(tmp_path) as j, pytest.raises(JournalCorrupt, match="order_intents seq 3: unreadable"):
+        j.load()
+
+
+def test_garbage_file_is_refused(tmp_path):
+    (tmp_path / JOURNAL_FILE).write_bytes(b"this is not a database" * 200)
+    with pytest.raises(JournalError):
+        Journal(tmp_path)
+
+
+def test_torn_tail_loses_only_the_unfinished_transaction(tmp_path):
+    """A crash mid-write leaves a partial WAL frame at the end: SQLite drops that transaction whole,
+    the earlier records replay and the sequence stays contiguous."""
+    j = Journal(tmp_path)
+    follow(j, whale("a", market="KXA-1-A"))
+    j.record_fill("f-1", {"pad": "x" * 3000})  # the last transaction, spanning a frame
+    crash = tmp_path / "crash"
+    crash.mkdir()
+    shutil.copy(tmp_path / JOURNAL_FILE, crash / JOURNAL_FILE)
+    wal = (tmp_path / (JOURNAL_FILE + "-wal")).read_bytes()
+    (crash / (JOURNAL_FILE + "-wal")).write_bytes(wal[:-100])  # torn mid-frame
+    j.close()
+    with Journal(crash) as recovered:
+        view = recovered.load()
+    assert view.last_seq == 4 and view.fill_ids == frozenset()
+    assert view.known_orders  # the accepted order before the torn write survived
+
+
+def test_write_failure_raises_and_stops_the_journal(tmp_path):
+    j = Journal(tmp_path)
+    try:
+        follow(j, whale())
+        pages = j._conn.execute("PRAGMA page_count").fetchone()[0]
+        j._conn.execute(f"PRAGMA max_page_count = {pages}")  # the disk is now full
+        with pytest.raises(JournalError, match="write failed"):
+            j.record_fill("f-big", {"pad": "x" * 20_000})
+        assert j.failed
+        with pytest.raises(JournalError):  # and stays failed: the caller must stop trading
+            j.record_fill("f-small", {})
+    finally:
+        j.close()
+
+
+def test_a_second_writer_is_refused(tmp_path):
+    with Journal(tmp_path) as a:
+        with pytest.raises(JournalError, match="another writer"):
+            Journal(tmp_path)
+        a.record_fill("f-1", {})
+    with Journal(tmp_path) as b:  # closed: the next writer may open it
+        assert b.load().fill_ids == {"f-1"}
+    assert stat.S_IMODE((tmp_path / (JOURNAL_FILE + ".lock")).stat().st_mode) == 0o600
+
+
+def test_unwritable_location_raises(tmp_path):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    with pytest.raises(JournalError):
+        Journal(not_a_dir)
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores directory permissions")
+def test_read_only_dir_raises(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        with pytest.raises(JournalError):
+            Journal(ro)
+    finally:
+        ro.chmod(0o700)
