@@ -62,6 +62,7 @@ class SupervisorConfig:
     notify: tuple[str, ...] = ()  # told SystemStateChanged and TradingGateChanged
     log_file: str = "supervisor.jsonl"
     tick_interval_ns: int = NS // 10
+    report_interval_ns: int = NS // 2  # how often SupervisorReport goes to the notify peers
 
 
 _SUPERVISOR_KEYS: dict[str, tuple[str, type | tuple[type, ...]]] = {
@@ -83,6 +84,7 @@ _SUPERVISOR_KEYS: dict[str, tuple[str, type | tuple[type, ...]]] = {
     "notify": ("notify", list),
     "log_file": ("log_file", str),
     "tick_interval_ms": ("tick_interval_ns", (int, float)),
+    "report_interval_ms": ("report_interval_ns", (int, float)),
 }
 
 _CHILD_KEYS: dict[str, tuple[str, type | tuple[type, ...]]] = {
@@ -130,7 +132,7 @@ def parse_supervisor(section: Mapping[str, Any]) -> SupervisorConfig:
             raise ConfigError(f"{where}.{key}: unknown key")
         attr, kind = _SUPERVISOR_KEYS[key]
         _check_type(where, key, raw, kind)
-        if attr == "tick_interval_ns":
+        if attr in ("tick_interval_ns", "report_interval_ns"):
             values[attr] = _duration_ns(where, key, raw, scale=1_000_000)
         elif attr.endswith("_ns"):
             values[attr] = _duration_ns(where, key, raw)

@@ -50,6 +50,8 @@ from messages.control import (
     Shutdown,
     SyncAccount,
     SystemStateChanged,
+    SupervisorReport,
+    ChildReport,
     Tick,
     TradingClientDown,
     TradingClientReady,
@@ -57,7 +59,7 @@ from messages.control import (
 )
 from messages.feed import FeedStatus, SequenceGap
 
-from .base import PeerTable, SupervisedActor, error_text, format_traceback, handles
+from .base import PeerTable, SupervisedActor, error_text, format_traceback, handles, mailbox_depth
 from .config import ActorSystemConfig, ChildSpec, ConfigError
 from .lifecycle import State, timed_out, trading_gate_open, try_transition
 from .supervisor_log import SupervisorLog
@@ -279,6 +281,7 @@ class HealthSupervisor(SupervisedActor):
         self.slog = SupervisorLog(Path(data_dir) / self.cfg.log_file, wall_clock_ns)
         self._wall = wall_clock_ns
         self.now_ns = clock_ns()
+        self._last_report_ns = 0
         self.state = State.STARTUP
         self.state_entered_ns = self.now_ns
         self.state_reason = "process start"
@@ -337,6 +340,33 @@ class HealthSupervisor(SupervisedActor):
         if self.state is State.ERROR and not self._shut_down:
             self._maybe_recover()
         self._advance()
+        if now - self._last_report_ns >= self.cfg.report_interval_ns:
+            self._last_report_ns = now
+            self.peers.tell_many(sorted(self._notify_names()), self._report(message.now_wall_ms))
+
+    def _report(self, at_ms: int) -> SupervisorReport:
+        children = tuple(
+            ChildReport(
+                name=name,
+                status=c.status,
+                generation=c.generation,
+                restarts=c.restarts,
+                alive=c.ref is not None and c.ref.is_alive(),
+                mailbox_depth=mailbox_depth(c.ref) if c.ref is not None else 0,
+                last_failure=c.last_failure,
+            )
+            for name, c in self.children.items()
+        )
+        return SupervisorReport(
+            state=self.state.name,
+            state_reason=self.state_reason,
+            degraded=self.degraded,
+            gate_open=self.gate_open,
+            total_restarts=self.total_restarts,
+            restarts_in_window=self.intensity.count(self.now_ns),
+            children=children,
+            at_ms=at_ms,
+        )
 
     # --- reports from children ------------------------------------------------------------------
 

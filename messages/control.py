@@ -197,3 +197,30 @@ class TradingGateChanged(Message):
 
     open: bool
     reason: str
+
+
+@message
+class ChildReport(Message):
+    """One supervised child as the supervisor sees it (for the live table and /v3/status)."""
+
+    name: str
+    status: str  # starting | running | backoff | stopped | failed | ...
+    generation: int
+    restarts: int
+    alive: bool
+    mailbox_depth: int
+    last_failure: str | None
+
+
+@message
+class SupervisorReport(Message):
+    """Told to the notify peers every ``report_interval_ms``: the tree and the state machine at a glance."""
+
+    state: str
+    state_reason: str
+    degraded: bool
+    gate_open: bool
+    total_restarts: int
+    restarts_in_window: int
+    children: tuple[ChildReport, ...]
+    at_ms: int

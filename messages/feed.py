@@ -79,3 +79,15 @@ class RequestSnapshot(Message):
 
     market_tickers: tuple[str, ...] = ()
     reason: str = ""
+
+
+@message
+class WatchMarkets(Message):
+    """Ask the orderbook feed to keep books for these markets too (e.g. a whale's market we don't follow yet).
+
+    The feed adds them with ``update_subscription add_markets`` up to its market cap and reports them stale
+    until their snapshots arrive.
+    """
+
+    market_tickers: frozenset[str]
+    reason: str

@@ -326,3 +326,20 @@ class OrderResolved(Message):
     order_id: str | None
     status: str
     ts_ms: int
+
+
+@message
+class CleanupRequested(Message):
+    """Cancel our orphaned orders (``orphaned_only``: not in our order group) or all our resting orders."""
+
+    request_id: int
+    orphaned_only: bool
+    reply_to: str  # peer name that gets CleanupCompleted
+
+
+@message
+class CleanupCompleted(Message):
+    request_id: int
+    canceled: tuple[str, ...]  # order ids
+    failed: tuple[str, ...]
+    detail: str
