@@ -1,0 +1,533 @@
+"""State keeper: books from snapshot/delta batches, staleness, account state, REST sync, conflated StateChanged.
+
+Handler tests build the actor without starting it and give it recording peers; threaded tests start it with
+probe actors and a fake REST client (the SystemContext's ``rest_factory``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from actors.base import PeerTable
+from actors.context import SystemContext
+from actors.settings import load_settings
+from actors.state_keeper import StateKeeper, read_account
+from kalshi.wire.frames import OrderbookDelta, OrderbookSnapshot, Trade
+from messages.account import AccountSynced, FillReceived, OrderUpdated, PositionChanged
+from messages.control import DataSynced, SyncAccount, Tick
+from messages.feed import RequestSnapshot, SequenceGap
+from messages.market import BookFramesReceived, BookStale
+from messages.state import AccountViewUpdated, BookViewsUpdated, StateChanged, WatchBooks
+from messages.status import SyncFinished
+from messages.whale import OrderAccepted, OrderSubmitted
+from tests.actors.conftest import Probe, ProbeControl, ProbeLog
+from tests.helpers import wait_for
+
+MS = 1_000_000
+
+
+class Recorder:
+    """A stand-in ActorRef that records what it is told (handler tests run in the test thread)."""
+
+    def __init__(self) -> None:
+        self.told: list[Any] = []
+
+    def tell(self, msg: Any) -> None:
+        self.told.append(msg)
+
+    def of(self, kind: type) -> list[Any]:
+        return [m for m in self.told if type(m) is kind]
+
+
+def settings():
+    return load_settings(config_path=None, environ={}, dotenv_path=None)
+
+
+def make_context(tmp_path, rest_factory=None, execution="exchange") -> SystemContext:
+    return SystemContext(
+        settings=settings(),
+        rest_url="http://127.0.0.1:1/trade-api/v2",
+        ws_url="ws://127.0.0.1:1/trade-api/ws/v2",
+        credentials=None,
+        data_dir=tmp_path,
+        market_tickers=("M1", "M2"),
+        execution=execution,
+        rest_factory=rest_factory,
+        wall_ms=lambda: 1_767_225_600_000,
+    )
+
+
+@pytest.fixture
+def keeper(tmp_path):
+    peers = {name: Recorder() for name in ("whale_executor", "broadcaster", "orderbook_feed")}
+    sk = StateKeeper("state_keeper", 1, None, PeerTable(peers), {"context": make_context(tmp_path)})
+    sk.setup()
+    sk.rec = peers  # type: ignore[attr-defined]
+    yield sk
+    sk.cleanup()
+
+
+def snap(ticker: str, seq: int, yes=((5000, 1000),), no=((4000, 500),)) -> OrderbookSnapshot:
+    return OrderbookSnapshot(sid=1, seq=seq, market_ticker=ticker, yes=tuple(yes), no=tuple(no))
+
+
+def delta(ticker: str, seq: int, price: int, d: int, side: str = "yes") -> OrderbookDelta:
+    return OrderbookDelta(sid=1, seq=seq, market_ticker=ticker, price=price, delta=d, side=side)
+
+
+def batch(*frames, feed="orderbook_feed") -> BookFramesReceived:
+    return BookFramesReceived(feed=feed, conn_id=1, frames=tuple(frames), recv_ns=123)
+
+
+def tick(sk: StateKeeper, ms: int) -> None:
+    sk.on_tick(Tick(now_mono_ns=1_000_000 * MS + ms * MS, now_wall_ms=1_767_225_600_000 + ms))
+
+
+def position(ticker: str, pos: int, cost: int = 0, source="ws") -> PositionChanged:
+    return PositionChanged(market_ticker=ticker, position=pos, cost=cost, realized_pnl=0, fees_paid=0, source=source)
+
+
+def order(order_id: str, status: str = "resting", ticker: str = "M1") -> OrderUpdated:
+    return OrderUpdated(
+        order_id=order_id, client_order_id=f"c-{order_id}", market_ticker=ticker, status=status, book_side="bid",
+        outcome_side="yes", yes_price=5000, fill_count=0, remaining_count=500, initial_count=500,
+        order_group_id=None, ts_ms=1, source="ws",
+    )
+
+
+def fill(fill_id: str, ticker: str = "M1") -> FillReceived:
+    return FillReceived(
+        fill_id=fill_id, order_id="o1", client_order_id=None, market_ticker=ticker, is_taker=True,
+        outcome_side="yes", book_side="bid", yes_price=5000, count=100, fee=70, post_position=100, ts_ms=1,
+        source="ws",
+    )
+
+
+# --- books ---------------------------------------------------------------------------------------
+
+
+def test_snapshot_and_deltas_give_one_view_per_batch_for_watched_books_only(keeper):
+    ex = keeper.rec["whale_executor"]
+    keeper.on_watch_books(WatchBooks(market_tickers=frozenset({"M1"})))
+    first = ex.of(BookViewsUpdated)
+    assert len(first) == 1 and first[0].views[0].valid is False  # current state of a newly watched book
+
+    keeper.on_book_frames(batch(snap("M1", 1), snap("M2", 1), delta("M1", 2, 5000, -200), delta("M1", 3, 5100, 300),
+                                delta("M2", 2, 4000, 100, "no")))
+    views = ex.of(BookViewsUpdated)
+    assert len(views) == 2  # exactly one more message for the whole batch
+    (view,) = views[1].views  # M2 changed too but is not watched
+    assert view.market_ticker == "M1" and view.valid
+    assert view.yes == ((5000, 800), (5100, 300)) and view.no == ((4000, 500),)
+    assert view.seq == 3 and view.recv_ns == 123
+
+    keeper.on_book_frames(batch(delta("M2", 3, 4000, 50, "no")))
+    assert len(ex.of(BookViewsUpdated)) == 2  # an unwatched book changing tells the executor nothing
+    assert keeper.books["M2"].levels("no") == ((4000, 650),)
+
+
+def test_delta_before_snapshot_marks_stale_and_requests_a_snapshot_once(keeper):
+    feed = keeper.rec["orderbook_feed"]
+    keeper.on_watch_books(WatchBooks(market_tickers=frozenset({"M1"})))
+    keeper.on_book_frames(batch(delta("M1", 5, 5000, 100), delta("M1", 6, 5000, 100)))
+    reqs = feed.of(RequestSnapshot)
+    assert len(reqs) == 1 and reqs[0].market_tickers == ("M1",)
+    assert keeper.rec["whale_executor"].of(BookViewsUpdated)[-1].views[0].valid is False
+
+    keeper.on_book_frames(batch(delta("M1", 7, 5000, 100)))
+    assert len(feed.of(RequestSnapshot)) == 1  # already asked: not asked again per delta
+
+    keeper.on_book_frames(batch(snap("M1", 8), delta("M1", 9, 5000, 1)))
+    view = keeper.rec["whale_executor"].of(BookViewsUpdated)[-1].views[0]
+    assert view.valid and view.yes == ((5000, 1001),)
+    assert "M1" not in keeper.snapshot_requested
+
+
+def test_missing_snapshot_is_asked_again_after_the_retry_interval(keeper):
+    feed = keeper.rec["orderbook_feed"]
+    tick(keeper, 0)
+    keeper.on_book_frames(batch(delta("M1", 5, 5000, 100)))
+    tick(keeper, 1000)
+    assert len(feed.of(RequestSnapshot)) == 1
+    tick(keeper, 5200)
+    assert len(feed.of(RequestSnapshot)) == 2
+
+
+def test_invalid_delta_makes_the_book_stale_until_the_next_snapshot(keeper):
+    ex, feed = keeper.rec["whale_executor"], keeper.rec["orderbook_feed"]
+    keeper.on_watch_books(WatchBooks(market_tickers=frozenset({"M1"})))
+    keeper.on_book_frames(batch(snap("M1", 1), delta("M1", 2, 5000, -2000), delta("M1", 3, 5000, 10)))
+    view = ex.of(BookViewsUpdated)[-1].views[0]
+    assert not view.valid and view.yes == () and "would go to" in view.reason
+    assert feed.of(RequestSnapshot)[0].market_tickers == ("M1",)
+    keeper.on_book_frames(batch(snap("M1", 4)))
+    assert ex.of(BookViewsUpdated)[-1].views[0].valid
+
+
+def test_book_stale_invalidates_until_snapshot(keeper):
+    ex = keeper.rec["whale_executor"]
+    keeper.on_watch_books(WatchBooks(market_tickers=frozenset({"M1"})))
+    keeper.on_book_frames(batch(snap("M1", 1)))
+    keeper.on_book_stale(BookStale(market_ticker="M1", reason="seq gap on sid 1"))
+    view = ex.of(BookViewsUpdated)[-1].views[0]
+    assert not view.valid and view.reason == "seq gap on sid 1"
+    before = len(ex.of(BookViewsUpdated))
+    keeper.on_book_stale(BookStale(market_ticker="M1", reason="seq gap on sid 1"))
+    assert len(ex.of(BookViewsUpdated)) == before  # no change, no message
+    keeper.on_book_frames(batch(delta("M1", 3, 5000, 1)))
+    assert keeper.books["M1"].valid is False  # deltas do not revive a stale book
+    keeper.on_book_frames(batch(snap("M1", 4)))
+    assert ex.of(BookViewsUpdated)[-1].views[0].valid
+
+
+def test_other_frames_are_counted_not_applied(keeper):
+    trade = Trade(sid=2, seq=1, trade_id="t", market_ticker="M1", yes_price=5000, no_price=5000, count=100,
+                  taker_side="yes", ts_ms=1)
+    keeper.on_book_frames(batch(trade))
+    assert keeper.ignored_frames == 1 and "M1" not in keeper.books
+
+
+# --- the versioned, conflated change feed -----------------------------------------------------------
+
+
+def test_state_changed_is_conflated_to_one_per_tick_interval(keeper):
+    bc = keeper.rec["broadcaster"]
+    keeper.on_book_frames(batch(snap("M1", 1)))
+    for i in range(500):
+        keeper.on_book_frames(batch(delta("M1", 2 + i, 5000, 1)))
+    assert bc.of(StateChanged) == []  # nothing before a Tick
+    tick(keeper, 0)
+    (first,) = bc.of(StateChanged)
+    assert first.version == 501 and first.changed == frozenset({"books"})
+    (summary,) = first.books
+    assert summary.best_yes_bid == 5000 and summary.best_yes_ask == 6000 and summary.valid
+
+    keeper.on_book_frames(batch(delta("M1", 600, 5000, 1)))
+    tick(keeper, 50)
+    assert len(bc.of(StateChanged)) == 1  # within the interval: held back
+    tick(keeper, 100)
+    assert len(bc.of(StateChanged)) == 2 and bc.of(StateChanged)[1].version == 502
+    tick(keeper, 300)
+    assert len(bc.of(StateChanged)) == 2  # nothing changed: nothing sent
+
+
+def test_version_grows_only_on_real_change(keeper):
+    keeper.on_position(position("M1", 500, 2500))
+    v = keeper.version
+    keeper.on_position(position("M1", 500, 2500, source="rest"))  # same values
+    keeper.on_position(position("M2", 0))  # zero for a market we do not hold
+    assert keeper.version == v
+    keeper.on_position(position("M1", 0))
+    assert keeper.version == v + 1 and keeper.account_view().positions == ()
+
+
+def test_conflation_keeps_up_with_a_delta_storm(keeper):
+    keeper.on_book_frames(batch(snap("M1", 1, yes=[(p, 1000) for p in range(100, 9900, 100)])))
+    batches = [batch(*(delta("M1", 2 + b * 100 + i, 100 * (1 + i % 90), 1 if b % 2 == 0 else -1) for i in range(100)))
+               for b in range(500)]
+    started = time.perf_counter()
+    for i, b in enumerate(batches):
+        keeper.on_book_frames(b)
+        if i % 50 == 0:
+            tick(keeper, i * 2)  # 10 batches of 100 deltas per ms: 100 ms apart every 50 batches
+    elapsed = time.perf_counter() - started
+    assert keeper.deltas_applied == 50_000
+    assert len(keeper.rec["broadcaster"].of(StateChanged)) <= 10
+    assert elapsed < 5.0, f"50k deltas took {elapsed:.2f}s"
+
+
+# --- account -----------------------------------------------------------------------------------------
+
+
+def test_fills_are_deduplicated_by_id(keeper):
+    ex = keeper.rec["whale_executor"]
+    keeper.on_fill(fill("f1"))
+    keeper.on_fill(fill("f1"))
+    keeper.on_fill(fill("f2", "M2"))
+    assert keeper.fills == 2 and keeper.duplicate_fills == 1
+    views = ex.of(AccountViewUpdated)
+    assert len(views) == 2
+    assert views[-1].view.unsynced_fill_markets == frozenset({"M1", "M2"})
+
+
+def test_fill_id_memory_is_bounded(tmp_path):
+    sk = StateKeeper("state_keeper", 1, None, PeerTable(), {"context": make_context(tmp_path), "fill_id_memory": 3})
+    sk.setup()
+    for i in range(10):
+        sk.on_fill(fill(f"f{i}"))
+    assert len(sk.fill_ids) == 3 and list(sk.fill_ids) == ["f7", "f8", "f9"]
+
+
+def test_orders_rest_until_terminal_and_in_flight_orders_are_tracked(keeper):
+    keeper.on_order(order("o1"))
+    keeper.on_order(order("o2"))
+    assert [o.order_id for o in keeper.account_view().resting_orders] == ["o1", "o2"]
+    keeper.on_order(order("o1", status="canceled"))
+    keeper.on_order(order("o9", status="executed"))  # terminal and unknown: no change
+    assert [o.order_id for o in keeper.account_view().resting_orders] == ["o2"]
+
+    keeper.on_order_submitted(OrderSubmitted(client_order_id="c-x", whale_id="w", market="M1", ts_ms=1))
+    assert keeper.stats()["inflight_orders"] == {"c-x": "submitted"}
+    keeper.on_order_settled(OrderAccepted(client_order_id="c-x", order_id="ox", market="M1", fill_count=100,
+                                          remaining_count=0, average_fill_price=5000, average_fee_paid=70, ts_ms=2))
+    assert keeper.stats()["inflight_orders"] == {}
+    tick(keeper, 0)
+    assert "orders" in keeper.rec["broadcaster"].of(StateChanged)[-1].changed
+
+
+def test_rest_sync_replaces_streamed_state(keeper):
+    keeper.on_position(position("M1", 500, 2500))
+    keeper.on_position(position("M2", -300, 1800))
+    keeper.on_order(order("o1"))
+    keeper.on_fill(fill("f1"))
+    # As if the worker started sync 7 now (what _start_sync records), then a fill arrives during it.
+    keeper.sync_inflight, keeper.fills_since_sync_start = 7, set()
+    keeper.on_fill(fill("f2", "M2"))
+    result = AccountSynced(balance=1_000_000, portfolio_value=1_200_000,
+                           positions=(position("M1", 700, 3500, "rest"),), orders=(order("o5"),), at_ms=42)
+    keeper.on_sync_finished(SyncFinished(sync_id=7, result=result))
+    view = keeper.account_view()
+    assert view.balance == 1_000_000 and view.portfolio_value == 1_200_000
+    assert [(p.market_ticker, p.position) for p in view.positions] == [("M1", 700)]
+    assert [o.order_id for o in view.resting_orders] == ["o5"]
+    # M1's fill is in what REST returned; M2's arrived while the sync ran, so it may not be: still unsynced.
+    assert view.unsynced_fill_markets == frozenset({"M2"}) and view.synced_at_ms == 42
+    assert keeper.rec["whale_executor"].of(AccountViewUpdated)[-1].view == view
+    tick(keeper, 0)
+    assert {"balance", "positions", "orders", "sync"} <= keeper.rec["broadcaster"].of(StateChanged)[-1].changed
+
+
+def test_an_answer_from_an_old_sync_is_ignored(keeper):
+    keeper.sync_inflight = 3
+    result = AccountSynced(balance=5, portfolio_value=5, positions=(), orders=(), at_ms=1)
+    keeper.on_sync_finished(SyncFinished(sync_id=2, result=result))
+    assert keeper.balance == 0 and keeper.sync_inflight == 3
+
+
+def test_without_credentials_there_is_no_sync(keeper, tmp_path):
+    keeper.on_sync_account(SyncAccount(reason="test"))
+    assert keeper.worker is None and keeper.syncs_started == 0
+    # A REST factory alone (no credentials) does not turn syncing on by default.
+    sk = StateKeeper("state_keeper", 1, None, PeerTable(), {"context": make_context(tmp_path, lambda: FakeRest())})
+    sk.setup()
+    assert sk.sync_enabled is False and sk.worker is None
+
+
+def test_paper_execution_answers_sync_at_once(tmp_path):
+    sup = Recorder()
+    sk = StateKeeper("state_keeper", 1, sup, PeerTable(), {"context": make_context(tmp_path, execution="paper")})
+    sk.setup()
+    sk.on_sync_account(SyncAccount(reason="KALSHI_DATA_SYNC"))
+    assert [type(m) for m in sup.told] == [DataSynced]
+    assert sk.worker is None
+
+
+# --- REST sync with a real worker thread ---------------------------------------------------------------
+
+
+class FakeRest:
+    """Answers like KalshiRest with kalshi.wire.bodies-shaped values; can fail or block on demand."""
+
+    def __init__(self) -> None:
+        self.balance = 500_000
+        self.positions = [SimpleNamespace(ticker="M1", position=300, market_exposure=1500, realized_pnl=0,
+                                          fees_paid=20, last_updated_ms=None)]
+        self.orders = [SimpleNamespace(order_id="o1", client_order_id="c1", ticker="M1", status="resting",
+                                       book_side="bid", outcome_side="yes", yes_price=4500, fill_count=0,
+                                       remaining_count=100, initial_count=100, order_group_id="g",
+                                       last_update_time_ms=5, created_time_ms=4)]
+        self.fail = 0
+        self.calls = 0
+        self.closed = False
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def get_balance(self):
+        self.calls += 1
+        if not self.gate.wait(10):
+            raise TimeoutError("test gate")
+        if self.fail > 0:
+            self.fail -= 1
+            raise ConnectionError("exchange unreachable")
+        return SimpleNamespace(balance=self.balance, portfolio_value=None, updated_ts_ms=None)
+
+    def iter_positions(self, **filters):
+        assert filters == {"count_filter": "position"}
+        return iter(self.positions)
+
+    def iter_orders(self, **filters):
+        assert filters == {"status": "resting"}
+        return iter(self.orders)
+
+    def close(self):
+        self.closed = True
+
+
+def test_read_account_refuses_a_partial_read():
+    rest = FakeRest()
+    rest.orders = rest.orders * 4
+    with pytest.raises(ValueError, match="partial"):
+        read_account(rest, 1, max_items=3)
+    ok = read_account(FakeRest(), 9)
+    assert ok.balance == 500_000 and ok.portfolio_value == 0 and ok.at_ms == 9
+    assert ok.positions[0].cost == 1500 and ok.orders[0].order_group_id == "g"
+
+
+@pytest.fixture
+def live_keeper(tmp_path):
+    plog = ProbeLog()
+    refs = {}
+    for name in ("supervisor", "whale_executor", "broadcaster"):
+        refs[name] = Probe.start(name, 1, None, PeerTable(), {}, probe_log=plog, control=ProbeControl())
+    rest = FakeRest()
+    ctx = make_context(tmp_path, rest_factory=lambda: rest)
+    peers = PeerTable({"whale_executor": refs["whale_executor"], "broadcaster": refs["broadcaster"]})
+    ref = StateKeeper.start("state_keeper", 1, refs["supervisor"], peers, {"context": ctx, "sync_interval_s": 30, "sync": True})
+    yield SimpleNamespace(ref=ref, log=plog, rest=rest, probes=refs)
+    ref.stop(block=True, timeout=10)
+    for r in refs.values():
+        r.stop(block=True, timeout=10)
+    assert rest.closed  # the worker closed its REST client
+
+
+def test_sync_on_start_and_on_request_answers_data_synced(live_keeper):
+    k = live_keeper
+    wait_for(lambda: k.log.received("whale_executor", AccountViewUpdated), message="first sync")
+    assert k.log.received("supervisor", DataSynced) == []  # the start-up sync was not requested
+    view = k.log.received("whale_executor", AccountViewUpdated)[-1].view
+    assert view.balance == 500_000 and view.positions[0].position == 300 and view.resting_orders[0].order_id == "o1"
+
+    k.rest.balance = 600_000
+    k.ref.tell(SyncAccount(reason="KALSHI_DATA_SYNC"))
+    synced = wait_for(lambda: k.log.received("supervisor", DataSynced), message="DataSynced")
+    assert synced[0].actor == "state_keeper" and synced[0].generation == 1
+    assert k.log.received("whale_executor", AccountViewUpdated)[-1].view.balance == 600_000
+
+
+def test_sync_failure_is_counted_and_retried_without_crashing(live_keeper):
+    k = live_keeper
+    wait_for(lambda: k.log.received("whale_executor", AccountViewUpdated), message="first sync")
+    k.rest.fail = 1
+    k.ref.tell(SyncAccount(reason="KALSHI_DATA_SYNC"))
+    wait_for(lambda: _stats(k.ref)["syncs_failed"] == 1, message="failed sync")
+    stats = _stats(k.ref)
+    assert stats["last_sync_error"].startswith("ConnectionError") and k.ref.is_alive()
+    assert k.log.received("supervisor", DataSynced) == []
+    # The owed sync is retried ~2 s (of Tick time) later and then answered.
+    k.ref.tell(Tick(now_mono_ns=10 * 10**9, now_wall_ms=1))
+    k.ref.tell(Tick(now_mono_ns=13 * 10**9, now_wall_ms=2))
+    wait_for(lambda: k.log.received("supervisor", DataSynced), message="DataSynced after retry")
+    assert _stats(k.ref)["syncs_ok"] == 2
+
+
+def test_a_request_during_a_running_sync_runs_another_one(live_keeper):
+    k = live_keeper
+    wait_for(lambda: k.log.received("whale_executor", AccountViewUpdated), message="first sync")
+    k.rest.gate.clear()  # the next sync blocks inside get_balance
+    k.ref.tell(SequenceGap(feed="position_listener", conn_id=1, sid=3, expected=5, got=7))
+    wait_for(lambda: _stats(k.ref)["syncs_started"] == 2, message="gap sync started")
+    k.ref.tell(SyncAccount(reason="KALSHI_DATA_SYNC"))
+    assert _stats(k.ref)["syncs_started"] == 2  # waits for the running one
+    k.rest.gate.set()
+    wait_for(lambda: k.log.received("supervisor", DataSynced), message="DataSynced")
+    assert _stats(k.ref)["syncs_started"] == 3
+
+
+def _stats(ref) -> dict[str, Any]:
+    from messages.control import RequestStats
+
+    return ref.ask(RequestStats(), timeout=5)
+
+
+def test_after_book_stale_the_feed_is_asked_only_if_the_snapshot_never_comes(keeper):
+    feed = keeper.rec["orderbook_feed"]
+    tick(keeper, 0)
+    keeper.on_book_stale(BookStale(market_ticker="M1", reason="seq gap"))
+    keeper.on_book_frames(batch(delta("M1", 3, 5000, 1)))
+    tick(keeper, 1000)
+    assert feed.of(RequestSnapshot) == []  # the feed that reported the gap is already fetching one
+    tick(keeper, 5000)
+    (req,) = feed.of(RequestSnapshot)
+    assert req.market_tickers == ("M1",) and req.reason == "snapshot still missing"
+
+
+def test_public_trades_are_accepted_not_unknown(keeper):
+    from messages.market import TradePrinted, TradesPrinted
+
+    t = TradePrinted(trade_id="t1", market_ticker="M1", taker_side="yes", yes_price=5200, no_price=4800,
+                     count=100, ts_ms=9, recv_ns=1)
+    keeper.on_receive(TradesPrinted(trades=(t, t)))
+    assert keeper.unknown == 0 and keeper.trades_seen == 2 and keeper.last_trade["M1"] == (5200, 100, 9)
+
+
+# --- against the real local exchange ------------------------------------------------------------------------
+
+
+def test_sync_reads_the_local_exchange(tmp_path):
+    from kalshi.auth import Credentials, generate_key_pair
+    from kalshi.exchange import LocalExchange
+    from kalshi.rest import KalshiRest
+
+    keys = {kid: generate_key_pair() for kid in ("22222222-bbbb-4bbb-8bbb-bbbbbbbbbbbb",
+                                                  "33333333-cccc-4ccc-8ccc-cccccccccccc")}
+    (us, (our_priv, _)), (them, (their_priv, _)) = keys.items()
+    plog = ProbeLog()
+    probes = {n: Probe.start(n, 1, None, PeerTable(), {}, probe_log=plog, control=ProbeControl())
+              for n in ("supervisor", "whale_executor")}
+    ex = LocalExchange(api_keys={k: pub for k, (_, pub) in keys.items()}, flow="off", rate_limits=False).start()
+    ref = None
+    try:
+        ours = Credentials.from_pem_text(us, our_priv)
+        with KalshiRest(ex.rest_url, Credentials.from_pem_text(them, their_priv)) as other, \
+                KalshiRest(ex.rest_url, ours) as mine:
+            ticker = ex.call(lambda e: e.market_tickers())[0]
+            other.create_order(ticker, "ask", 300, 6000, "good_till_canceled", "their-ask")
+            mine.create_order(ticker, "bid", 200, 6000, "immediate_or_cancel", "our-buy")
+            mine.create_order(ticker, "bid", 500, 100, "good_till_canceled", "our-rest")
+        ctx = SystemContext(settings=settings(), rest_url=ex.rest_url, ws_url=ex.ws_url, credentials=ours,
+                            data_dir=tmp_path, market_tickers=(ticker,))
+        ref = StateKeeper.start("state_keeper", 1, probes["supervisor"],
+                                PeerTable({"whale_executor": probes["whale_executor"]}), {"context": ctx})
+        ref.tell(SyncAccount(reason="KALSHI_DATA_SYNC"))
+        wait_for(lambda: plog.received("supervisor", DataSynced), timeout=15, message="DataSynced")
+        view = plog.received("whale_executor", AccountViewUpdated)[-1].view
+        assert [(p.market_ticker, p.position, p.source) for p in view.positions] == [(ticker, 200, "rest")]
+        assert view.positions[0].cost == 12_000  # 2 contracts at $0.60 = $1.20
+        assert [(o.client_order_id, o.yes_price, o.remaining_count) for o in view.resting_orders] == [
+            ("our-rest", 100, 500)]
+        assert 0 < view.balance < 100_000_000 and view.synced_at_ms > 0
+    finally:
+        if ref is not None:
+            ref.stop(block=True, timeout=10)
+        for p in probes.values():
+            p.stop(block=True, timeout=10)
+        ex.stop()
+
+
+def test_broadcasts_and_decisions_are_not_unknown_messages(keeper):
+    from messages.control import SupervisorReport, SystemStateChanged, TradingGateChanged
+
+    keeper.on_receive(SystemStateChanged(previous="A", state="READY", reason="r", degraded=False, at_ms=1))
+    keeper.on_receive(TradingGateChanged(open=True, reason="r"))
+    keeper.on_receive(SupervisorReport(state="READY", state_reason="", degraded=False, gate_open=True,
+                                       total_restarts=0, restarts_in_window=0, children=(), at_ms=1))
+    assert keeper.unknown == 0 and keeper.ignored_messages == 3 and keeper.version == 0
+
+
+def test_our_fills_bring_the_next_sync_forward(live_keeper):
+    k = live_keeper
+    wait_for(lambda: k.log.received("whale_executor", AccountViewUpdated), message="first sync")
+    k.ref.tell(Tick(now_mono_ns=100 * 10**9, now_wall_ms=1))  # next cycle sync planned at 130 s
+    k.ref.tell(fill("f1"))
+    k.ref.tell(Tick(now_mono_ns=100 * 10**9 + 500 * MS, now_wall_ms=2))
+    assert _stats(k.ref)["syncs_started"] == 1
+    k.rest.balance = 1
+    k.ref.tell(Tick(now_mono_ns=101 * 10**9 + 100 * MS, now_wall_ms=3))
+    wait_for(lambda: k.log.received("whale_executor", AccountViewUpdated)[-1].view.balance == 1, message="sync")
+    view = k.log.received("whale_executor", AccountViewUpdated)[-1].view
+    assert view.unsynced_fill_markets == frozenset()  # the fill predates the sync: REST has it
