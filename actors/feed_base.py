@@ -1,0 +1,412 @@
+"""What the three WebSocket feed actors share: one ``KalshiWebSocket`` each, readiness, status and overflow.
+
+A feed actor owns one ``kalshi.ws.KalshiWebSocket`` (its reader thread) created in ``setup()`` and stopped
+in ``cleanup()``. The client's callbacks run on the reader thread and do one thing: ``tell`` the actor a
+``FramesReceived`` (one per batch) or a ``FeedEventReceived``. Everything else happens in handlers.
+
+Connection ids: the actor may replace its client (the last step of a recovery is a fresh connection), and a
+new client numbers its connections from 1 again. The actor therefore offsets every client's ids by a base,
+so the ``conn_id`` in its messages only grows over the actor's life; messages of a replaced client are
+dropped at the callback and, if already queued, by the handlers (older ``conn_id``).
+
+Overflow (reliability rule 6): the reader thread checks the actor's own mailbox depth before each tell.
+Past ``overflow_depth`` it still tells (nothing is dropped here) but raises a flag; the actor reacts once
+(``on_overflow``) and again when its mailbox is back under a quarter of the bound (``on_caught_up``):
+the order book marks books stale and asks for snapshots, the position listener asks for a REST sync.
+
+Settings read from ``self.config`` (all optional): ``status_interval_s`` (1.0), ``overflow_depth``
+(1000 batches), ``ws_factory`` (a ``KalshiWebSocket``-compatible class, for tests). Client options come
+from ``SystemContext.ws_options``.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from typing import Any, Callable
+
+import pykka
+
+from kalshi.ws import (
+    KalshiWebSocket,
+    WsCommandReply,
+    WsConnected,
+    WsDisconnected,
+    WsMalformedFrame,
+    WsSequenceIssue,
+    WsStalled,
+    WsSubscribed,
+)
+from messages.control import FeedDown, FeedReady, Tick
+from messages.feed import FeedEventReceived, FeedStatus, FramesReceived, SequenceGap
+
+from .base import SupervisedActor, error_text, handles, mailbox_depth
+from .context import SystemContext, context_of
+
+log = logging.getLogger(__name__)
+
+NS_PER_MS = 1_000_000
+NS_PER_S = 1_000_000_000
+DEFAULT_STATUS_INTERVAL_S = 1.0
+DEFAULT_OVERFLOW_DEPTH = 1000
+REAPER_JOIN_S = 6.0
+
+
+def _seconds(config: Any, key: str, default: float) -> float:
+    value = config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{key} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _count(config: Any, key: str, default: int, minimum: int = 1) -> int:
+    value = config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{key} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+class BoundedIdSet:
+    """The last ``capacity`` ids seen (insertion order; the oldest is forgotten first)."""
+
+    __slots__ = ("capacity", "_set", "_order")
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be >= 1")
+        self.capacity = capacity
+        self._set: set[str] = set()
+        self._order: collections.deque[str] = collections.deque()
+
+    def add(self, key: str) -> bool:
+        """Remember ``key``; False if it was already known (a duplicate)."""
+        if key in self._set:
+            return False
+        self._set.add(key)
+        self._order.append(key)
+        if len(self._order) > self.capacity:
+            self._set.discard(self._order.popleft())
+        return True
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._set
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+
+class WsFeedActor(SupervisedActor):
+    """Base of the feed actors. Subclasses implement ``subscribe_all`` and the ``on_*`` hooks below."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ctx: SystemContext | None = None
+        self.ws: Any = None
+        self._ws_epoch = 0  # read by the reader thread: callbacks of an older client drop their data
+        self._conn_base = 0
+        self._reapers: list[threading.Thread] = []
+        self.conn_id = 0  # current connection (feed-level id; 0 = none yet)
+        self.raw_conn_id = 0  # the same connection as the client numbers it (for sid-pinned commands)
+        self.connected = False
+        self.connections = 0
+        self.reconnects = 0
+        self.messages = 0
+        self.gaps = 0
+        self.duplicates = 0
+        self.malformed = 0
+        self.stalls = 0
+        self.stale_frames = 0  # frames of an older connection, dropped
+        self.command_errors = 0
+        self.overflow_events = 0
+        self.client_replacements = 0
+        self.last_message_ns: int | None = None
+        self.last_disconnect: str | None = None
+        self.backing_off = False
+        self.ready = False
+        self.stopped = False
+        self._overflow_flag = False  # set by the reader thread
+        self.overflowed = False
+        self._last_status_ns: int | None = None
+        self.status_interval_ns = int(DEFAULT_STATUS_INTERVAL_S * NS_PER_S)
+        self.overflow_depth = DEFAULT_OVERFLOW_DEPTH
+
+    # --- hooks ------------------------------------------------------------------------------------
+
+    def subscribe_all(self, ws: Any) -> None:
+        """Issue this feed's subscriptions on a new client (before it starts)."""
+        raise NotImplementedError
+
+    def on_connected(self, event: WsConnected) -> None:
+        """A connection is up (subscriptions are being replayed by the client)."""
+
+    def on_disconnected(self, reason: str) -> None:
+        """The connection ended (``reason``); called once per connection, and before a client replacement."""
+
+    def on_subscribed(self, event: WsSubscribed) -> None:
+        """A subscription got its sid on the current connection."""
+
+    def on_sequence_issue(self, event: WsSequenceIssue) -> None:
+        """A gap / duplicate / backward seq on the current connection (already counted and reported)."""
+
+    def on_command_reply(self, event: WsCommandReply) -> None:
+        """A command reply (``subscribed``/``ok``/``unsubscribed``/``error``) on the current connection."""
+
+    def on_overflow(self) -> None:
+        """The actor's mailbox passed ``overflow_depth`` (once per episode)."""
+
+    def on_caught_up(self) -> None:
+        """The mailbox drained below a quarter of ``overflow_depth`` after an overflow."""
+
+    def on_feed_tick(self, now_ns: int) -> None:
+        """Time passed (timeouts, escalations)."""
+
+    def feed_state(self) -> str:
+        """'connecting' | 'subscribed' | 'live' | 'stale' | 'backoff' | 'stopped' for FeedStatus."""
+        if self.stopped:
+            return "stopped"
+        if not self.connected:
+            return "backoff" if self.backing_off else "connecting"
+        return "live" if self.ready else "subscribed"
+
+    def feed_stats(self) -> dict[str, Any]:
+        """Extra numbers for ``stats()``."""
+        return {}
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        self.ctx = context_of(self.config)
+        self.status_interval_ns = int(_seconds(self.config, "status_interval_s", DEFAULT_STATUS_INTERVAL_S) * NS_PER_S)
+        self.overflow_depth = _count(self.config, "overflow_depth", DEFAULT_OVERFLOW_DEPTH, minimum=0)
+
+    def start_client(self) -> None:
+        """Create the client, subscribe and start its reader thread (call from ``setup`` or a handler)."""
+        factory: Callable[..., Any] = self.config.get("ws_factory") or KalshiWebSocket
+        ctx = self.ctx
+        assert ctx is not None
+        self._ws_epoch += 1
+        epoch = self._ws_epoch
+        base = self._conn_base
+        ref = self.actor_ref
+        mono = ctx.mono_ns
+        bound = self.overflow_depth
+
+        def on_frames(conn_id: int, frames: tuple) -> None:
+            if self._ws_epoch != epoch:
+                return
+            if bound and mailbox_depth(ref) > bound:
+                self._overflow_flag = True
+            try:
+                ref.tell(FramesReceived(conn_id=base + conn_id, frames=frames, recv_ns=mono()))
+            except pykka.ActorDeadError:
+                pass
+
+        def on_event(event: object) -> None:
+            if self._ws_epoch != epoch:
+                return
+            try:
+                ref.tell(FeedEventReceived(conn_id=base + int(getattr(event, "conn_id", 0) or 0), event=event))
+            except pykka.ActorDeadError:
+                pass
+
+        options = dict(ctx.ws_options)
+        options.setdefault("name", self.name)
+        ws = factory(ctx.ws_url, ctx.credentials, on_frames=on_frames, on_event=on_event, **options)
+        self.ws = ws
+        self.subscribe_all(ws)
+        ws.start()
+
+    def replace_client(self, reason: str) -> None:
+        """Drop the connection by replacing the client (a fresh connection, subscriptions replayed).
+
+        The old client is stopped on a short-lived thread so this handler does not wait for it.
+        """
+        old = self.ws
+        self._ws_epoch += 1  # from now on the old client's callbacks drop everything
+        if old is not None:
+            try:
+                last_raw = int(old.stats().conn_id)
+            except Exception:  # a client without stats: leave a wide gap instead
+                last_raw = 1_000_000
+            self._conn_base += last_raw + 1
+            reaper = threading.Thread(
+                target=self._stop_quietly, args=(old,), name=f"{self.name}-ws-reaper", daemon=True
+            )
+            reaper.start()
+            self._reapers = [t for t in self._reapers if t.is_alive()] + [reaper]
+        self.client_replacements += 1
+        log.warning("%s: reconnecting with a new connection: %s", self.name, reason)
+        if self.connected:
+            self._connection_lost(f"reconnect: {reason}", backing_off=False)
+        else:
+            self.set_ready(False, f"reconnect: {reason}")
+        self.ws = None
+        self.start_client()
+
+    def _stop_quietly(self, ws: Any) -> None:
+        try:
+            ws.stop(timeout=5.0)
+        except Exception as exc:
+            log.warning("%s: stopping a WebSocket client failed: %s", self.name, error_text(exc))
+
+    def cleanup(self) -> None:
+        self.stopped = True
+        self._ws_epoch += 1
+        ws, self.ws = self.ws, None
+        if ws is not None:
+            self._stop_quietly(ws)
+        for t in self._reapers:
+            t.join(REAPER_JOIN_S)
+        self._reapers = []
+        self.cleanup_feed()
+        if self.ctx is not None:
+            self._send_status(self._now())
+
+    def cleanup_feed(self) -> None:
+        """Subclass resources beyond the client (worker threads)."""
+
+    # --- helpers for subclasses ---------------------------------------------------------------------
+
+    def _now(self) -> int:
+        return self.ctx.mono_ns() if self.ctx is not None else 0
+
+    def set_ready(self, ready: bool, reason: str = "") -> None:
+        """FeedReady / FeedDown to the supervisor on a change."""
+        if ready and not self.ready:
+            self.ready = True
+            log.info("%s: ready (connection %d)", self.name, self.conn_id)
+            self.tell_supervisor(FeedReady(feed=self.name, generation=self.generation, conn_id=self.conn_id))
+        elif not ready and self.ready:
+            self.ready = False
+            log.warning("%s: down: %s", self.name, reason)
+            self.tell_supervisor(FeedDown(feed=self.name, generation=self.generation, reason=reason))
+
+    def accept_frames(self, message: FramesReceived) -> bool:
+        """Bookkeeping for a batch; False if it belongs to an older connection (dropped)."""
+        if message.conn_id != self.conn_id:
+            self.stale_frames += len(message.frames)
+            return False
+        self.messages += len(message.frames)
+        self.last_message_ns = message.recv_ns
+        if self._overflow_flag and not self.overflowed:
+            self._enter_overflow()
+        return True
+
+    # --- handlers -----------------------------------------------------------------------------------
+
+    @handles(FeedEventReceived)
+    def on_feed_event(self, message: FeedEventReceived) -> None:
+        event = message.event
+        if isinstance(event, WsConnected):
+            if message.conn_id <= self.conn_id:
+                return
+            self.conn_id = message.conn_id
+            self.raw_conn_id = event.conn_id
+            self.connected = True
+            self.backing_off = False
+            self.connections += 1
+            if self.connections > 1:
+                self.reconnects += 1
+            log.info("%s: connected (connection %d)", self.name, self.conn_id)
+            self.on_connected(event)
+            return
+        if message.conn_id < self.conn_id:
+            return  # an event of an older connection
+        if isinstance(event, WsDisconnected):
+            self.backing_off = event.will_retry
+            if message.conn_id == self.conn_id and self.connected:
+                self._connection_lost(event.reason, backing_off=event.will_retry)
+        elif isinstance(event, WsSequenceIssue):
+            if event.kind == "gap":
+                self.gaps += 1
+            else:
+                self.duplicates += 1
+            self.tell_supervisor(
+                SequenceGap(feed=self.name, conn_id=message.conn_id, sid=event.sid, expected=event.expected,
+                            got=event.got, kind=event.kind)
+            )
+            self.on_sequence_issue(event)
+        elif isinstance(event, WsMalformedFrame):
+            self.malformed += 1
+        elif isinstance(event, WsStalled):
+            self.stalls += 1
+            log.warning("%s: connection %d stalled (%.1fs without a frame)", self.name, message.conn_id, event.idle_s)
+        elif isinstance(event, WsSubscribed):
+            self.on_subscribed(event)
+        elif isinstance(event, WsCommandReply):
+            if type(event.frame).__name__ == "WsError":
+                self.command_errors += 1
+                log.warning("%s: command %s answered error %s: %s", self.name, event.command_id,
+                            getattr(event.frame, "code", "?"), getattr(event.frame, "msg", ""))
+            self.on_command_reply(event)
+
+    def _connection_lost(self, reason: str, *, backing_off: bool) -> None:
+        self.connected = False
+        self.backing_off = backing_off
+        self.last_disconnect = reason
+        self.set_ready(False, reason)
+        self.on_disconnected(reason)
+
+    @handles(Tick)
+    def on_tick(self, message: Tick) -> None:
+        super().on_tick(message)
+        now = message.now_mono_ns
+        if self._overflow_flag and not self.overflowed:
+            self._enter_overflow()
+        if self.overflowed and mailbox_depth(self.actor_ref) <= self.overflow_depth // 4:
+            self.overflowed = False
+            self._overflow_flag = False
+            log.info("%s: caught up after overflow", self.name)
+            self.on_caught_up()
+        self.on_feed_tick(now)
+        if self._last_status_ns is None or now - self._last_status_ns >= self.status_interval_ns:
+            self._send_status(now)
+
+    def _enter_overflow(self) -> None:
+        self.overflowed = True
+        self._overflow_flag = False
+        self.overflow_events += 1
+        log.warning("%s: mailbox deeper than %d batches: overflow policy applies", self.name, self.overflow_depth)
+        self.on_overflow()
+
+    def _send_status(self, now: int) -> None:
+        self._last_status_ns = now
+        age = None if self.last_message_ns is None else max(0, (now - self.last_message_ns) // NS_PER_MS)
+        status = FeedStatus(
+            feed=self.name,
+            connected=self.connected,
+            conn_id=self.conn_id,
+            messages=self.messages,
+            gaps=self.gaps,
+            reconnects=self.reconnects,
+            last_message_age_ms=age,
+            state=self.feed_state(),
+        )
+        self.tell_supervisor(status)
+        self.peers.tell("broadcaster", status)
+        if self.ready:  # idempotent at the supervisor; repairs readiness it may have dropped
+            self.tell_supervisor(FeedReady(feed=self.name, generation=self.generation, conn_id=self.conn_id))
+
+    def stats(self) -> dict[str, Any]:
+        out = super().stats()
+        out.update(
+            feed_state=self.feed_state(),
+            ready=self.ready,
+            connected=self.connected,
+            conn_id=self.conn_id,
+            connections=self.connections,
+            reconnects=self.reconnects,
+            messages=self.messages,
+            gaps=self.gaps,
+            duplicates=self.duplicates,
+            malformed=self.malformed,
+            stalls=self.stalls,
+            stale_frames=self.stale_frames,
+            command_errors=self.command_errors,
+            overflow_events=self.overflow_events,
+            client_replacements=self.client_replacements,
+            last_disconnect=self.last_disconnect,
+        )
+        out.update(self.feed_stats())
+        return out
