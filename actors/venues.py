@@ -1,0 +1,476 @@
+"""Execution venues: where the whale executor's orders go, and the worker thread that talks to them.
+
+- ``ExchangeVenue(rest)``: V2 create/cancel over ``kalshi.rest.KalshiRest`` (the local exchange or Kalshi demo).
+- ``LiveVenue``: an ExchangeVenue against Kalshi production. It refuses to construct unless the settings say
+  prod + live AND the environment carries the opt-in value (main.py checks too: defence in depth).
+- ``PaperVenue(broker, book_source)``: production data, paper orders: fills computed by ``PaperBroker`` from
+  the latest immutable ``BookView`` of the market (nothing is sent anywhere).
+
+Every venue call is blocking and runs on the ``VenueWorker`` thread the executor owns: one job at a time,
+results told back to the actor as ``VenueJobDone`` messages. Venue answers are frozen values, so they can
+travel inside messages. A venue maps the REST client's typed errors to a small set of outcomes:
+
+=============  ===========================================================================================
+accepted       a definitive 201: the order exists (it may have filled at once)
+rejected       a definitive refusal (4xx with an error body): no order exists
+duplicate      409 order_already_exists: the client_order_id was used — read the order back
+unknown        timeout, reset, 5xx, unreadable answer: the order may or may not exist (query before resend)
+not_sent       the connection could not be opened: nothing reached the exchange (safe to retry)
+rate_limited   429: no order was created; back off
+=============  ===========================================================================================
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from typing import Any, Callable, Protocol
+
+from kalshi.book import OrderBook
+from kalshi.fees import FeeSchedule
+from kalshi.units import COUNT_ONE
+from messages.account import FillReceived, PositionChanged
+from messages.execution import (
+    PLACE_STATUSES,
+    CancelReport,
+    FoundOrder,
+    PlaceOutcome,
+    ReconcileReport,
+    ResolveReport,
+    SyncReport,
+)
+from messages.state import BookView
+from messages.whale import OrderPlan
+
+from .base import error_text
+from .paper_broker import PaperBroker
+from .settings import LIVE_OPT_IN_ENV, LIVE_OPT_IN_VALUE
+
+__all__ = [
+    "PLACE_STATUSES",
+    "PlaceOutcome",
+    "FoundOrder",
+    "CancelReport",
+    "SyncReport",
+    "ResolveReport",
+    "ReconcileReport",
+    "Venue",
+    "VenueError",
+    "LiveTradingRefused",
+    "ExchangeVenue",
+    "LiveVenue",
+    "PaperVenue",
+    "make_venue",
+    "book_from_view",
+    "VenueWorker",
+]
+
+log = logging.getLogger(__name__)
+
+
+class VenueError(Exception):
+    """A venue read or cancel that failed (the text is safe to log)."""
+
+
+class LiveTradingRefused(RuntimeError):
+    """A LiveVenue was asked for without the double opt-in."""
+
+
+class Venue(Protocol):
+    name: str
+
+    def place(self, plan: OrderPlan, order_group_id: str | None) -> PlaceOutcome: ...
+
+    def find(self, client_order_id: str, market: str | None) -> FoundOrder | None: ...
+
+    def resting_orders(self) -> tuple[FoundOrder, ...]: ...
+
+    def cancel(self, order_ids: tuple[tuple[str, str], ...]) -> CancelReport: ...
+
+    def create_order_group(self, contracts_limit: int) -> str | None: ...
+
+    def reset_order_group(self, order_group_id: str) -> None: ...
+
+    def sync(self) -> SyncReport: ...
+
+    def close(self) -> None: ...
+
+
+def _found(order: Any) -> FoundOrder:
+    return FoundOrder(
+        order_id=order.order_id,
+        client_order_id=order.client_order_id,
+        market=order.ticker,
+        status=order.status,
+        fill_count=order.fill_count,
+        remaining_count=order.remaining_count,
+        order_group_id=order.order_group_id,
+    )
+
+
+class ExchangeVenue:
+    """Orders over Kalshi's V2 REST API. ``rest`` is a ``KalshiRest`` owned by this venue (closed with it)."""
+
+    name = "exchange"
+
+    def __init__(self, rest: Any) -> None:
+        self.rest = rest
+
+    def place(self, plan: OrderPlan, order_group_id: str | None) -> PlaceOutcome:
+        from kalshi import rest as R
+
+        base = {"client_order_id": plan.client_order_id, "market": plan.market}
+        try:
+            request = R.OrderRequest(
+                ticker=plan.market,
+                side=plan.side,
+                count=plan.count,
+                price=plan.price,
+                time_in_force=plan.time_in_force,
+                client_order_id=plan.client_order_id,
+                order_group_id=order_group_id,
+            )
+        except ValueError as exc:
+            return PlaceOutcome(status="rejected", code="invalid_order", detail=str(exc)[:300], **base)
+        try:
+            result = self.rest.submit_order(request)
+        except R.UnknownOutcomeError as exc:
+            return PlaceOutcome(status="unknown", status_code=exc.status or 0, code=exc.code or "", detail=str(exc), **base)
+        except R.NotSentError as exc:
+            return PlaceOutcome(status="not_sent", code=exc.code or "", detail=str(exc), **base)
+        except R.DuplicateClientOrderIdError as exc:
+            return PlaceOutcome(status="duplicate", status_code=exc.status or 409, code=exc.code or "", detail=str(exc), **base)
+        except R.RateLimitedError as exc:
+            return PlaceOutcome(
+                status="rate_limited", status_code=exc.status or 429, code=exc.code or "", detail=str(exc),
+                retry_after_ms=None if exc.retry_after_s is None else int(exc.retry_after_s * 1000), **base,
+            )
+        except R.KalshiApiError as exc:
+            # A 4xx with an error body is definitive; anything without a status is not.
+            if exc.status is None or exc.status >= 500:
+                return PlaceOutcome(status="unknown", status_code=exc.status or 0, code=exc.code or "", detail=str(exc), **base)
+            return PlaceOutcome(status="rejected", status_code=exc.status, code=exc.code or "", detail=str(exc), **base)
+        if result.client_order_id not in (None, plan.client_order_id):
+            # An answer for another order is not an answer for ours: treat as unknown and read back.
+            return PlaceOutcome(status="unknown", code="mismatch", detail="201 for another client_order_id", **base)
+        return PlaceOutcome(
+            status="accepted",
+            order_id=result.order_id,
+            fill_count=result.fill_count,
+            remaining_count=result.remaining_count,
+            average_fill_price=result.average_fill_price,
+            average_fee_paid=result.average_fee_paid,
+            status_code=201,
+            **base,
+        )
+
+    def find(self, client_order_id: str, market: str | None) -> FoundOrder | None:
+        from kalshi import rest as R
+
+        try:
+            order = self.rest.find_order_by_client_order_id(client_order_id, ticker=market)
+        except R.KalshiApiError as exc:
+            raise VenueError(f"reading orders failed: {exc}") from None
+        return _found(order) if order is not None else None
+
+    def resting_orders(self) -> tuple[FoundOrder, ...]:
+        from kalshi import rest as R
+
+        try:
+            return tuple(_found(o) for o in self.rest.iter_orders(status="resting", limit=200))
+        except R.KalshiApiError as exc:
+            raise VenueError(f"reading resting orders failed: {exc}") from None
+
+    def cancel(self, order_ids: tuple[tuple[str, str], ...]) -> CancelReport:
+        from kalshi import rest as R
+
+        canceled, gone, failed, problems = [], [], [], []
+        for order_id, market in order_ids:
+            try:
+                self.rest.cancel_order(order_id, ticker=market)
+                canceled.append(order_id)
+            except R.NotFoundError:
+                gone.append(order_id)  # filled or canceled meanwhile (F17)
+            except R.KalshiApiError as exc:
+                failed.append(order_id)
+                problems.append(str(exc))
+        return CancelReport(canceled=tuple(canceled), gone=tuple(gone), failed=tuple(failed), detail="; ".join(problems)[:500])
+
+    def create_order_group(self, contracts_limit: int) -> str | None:
+        from kalshi import rest as R
+
+        try:
+            return self.rest.create_order_group(contracts_limit * COUNT_ONE).order_group_id
+        except R.KalshiApiError as exc:
+            raise VenueError(f"creating the order group failed: {exc}") from None
+
+    def reset_order_group(self, order_group_id: str) -> None:
+        from kalshi import rest as R
+
+        try:
+            self.rest.reset_order_group(order_group_id)
+        except R.KalshiApiError as exc:
+            raise VenueError(f"resetting the order group failed: {exc}") from None
+
+    def sync(self) -> SyncReport:
+        from kalshi import rest as R
+
+        try:
+            balance = self.rest.get_balance()
+            positions = sum(1 for _ in self.rest.iter_positions(limit=200))
+            orders = sum(1 for _ in self.rest.iter_orders(status="resting", limit=200))
+        except R.KalshiApiError as exc:
+            raise VenueError(f"account sync failed: {exc}") from None
+        return SyncReport(balance=balance.balance, positions=positions, resting_orders=orders)
+
+    def close(self) -> None:
+        try:
+            self.rest.close()
+        except Exception:  # noqa: BLE001 - closing a pool must never mask the real exit path
+            log.debug("closing the REST client failed", exc_info=True)
+
+
+class LiveVenue(ExchangeVenue):
+    """Real money on Kalshi production: only with ``execution = live``, ``environment = prod`` and the opt-in
+    value in the environment. The checks repeat main.py's on purpose (defence in depth)."""
+
+    name = "live"
+
+    def __init__(self, rest: Any, settings: Any, environ: Any = None) -> None:
+        env = os.environ if environ is None else environ
+        if getattr(settings, "environment", None) != "prod" or getattr(settings, "effective_execution", None) != "live":
+            raise LiveTradingRefused("live execution needs --env prod and --execution live")
+        if env.get(LIVE_OPT_IN_ENV) != LIVE_OPT_IN_VALUE:
+            raise LiveTradingRefused(f"live execution needs {LIVE_OPT_IN_ENV} set to the opt-in value")
+        super().__init__(rest)
+
+
+def book_from_view(view: BookView) -> OrderBook:
+    """A ``kalshi.book.OrderBook`` rebuilt from an immutable BookView (invalid views stay invalid)."""
+    book = OrderBook(view.market_ticker)
+    if view.valid:
+        if not book.apply_snapshot(view.yes, view.no):
+            return book
+    else:
+        book.invalidate(view.reason or "book not valid")
+    return book
+
+
+class PaperVenue:
+    """Paper fills against the latest BookView of a market (production data, nothing sent).
+
+    ``book_source(market)`` returns the newest immutable BookView (or None); reading it from the worker
+    thread is safe because views are immutable and replaced whole. ``fee_source(market)`` returns the
+    market's FeeSchedule (default: Kalshi's standard quadratic taker fee).
+    """
+
+    name = "paper"
+
+    def __init__(
+        self,
+        broker: PaperBroker | None,
+        book_source: Callable[[str], BookView | None],
+        *,
+        clock_ms: Callable[[], int],
+        fee_source: Callable[[str], FeeSchedule] | None = None,
+    ) -> None:
+        self._fee_source = fee_source or (lambda market: FeeSchedule())
+        self.broker = broker if broker is not None else PaperBroker(self._fee_source)
+        self._books = book_source
+        self._clock = clock_ms
+
+    def place(self, plan: OrderPlan, order_group_id: str | None) -> PlaceOutcome:
+        base = {"client_order_id": plan.client_order_id, "market": plan.market}
+        existing = self.broker.order(plan.client_order_id)
+        if existing is not None:
+            return PlaceOutcome(status="duplicate", status_code=409, code="order_already_exists", detail="paper", **base)
+        view = self._books(plan.market)
+        if view is None:
+            return PlaceOutcome(status="rejected", status_code=400, code="book_stale", detail="no book for market", **base)
+        result = self.broker.submit(plan, book_from_view(view), self._clock())
+        if not result.accepted or result.order is None:
+            return PlaceOutcome(status="rejected", status_code=400, code=result.reject_code, detail=result.reject_reason, **base)
+        order = result.order
+        fills = order.fill_count
+        position = self.broker.position(plan.market)
+        return PlaceOutcome(
+            status="accepted",
+            order_id=order.order_id,
+            fill_count=fills,
+            remaining_count=order.remaining_count,
+            average_fill_price=order.average_fill_price,
+            average_fee_paid=(-(-order.fees * COUNT_ONE // fills) if fills else None),
+            status_code=201,
+            fill_cost=order.fill_cost,
+            fills=tuple(
+                FillReceived(
+                    fill_id=f.fill_id, order_id=f.order_id, client_order_id=f.client_order_id, market_ticker=f.ticker,
+                    is_taker=f.is_taker, outcome_side=f.outcome, book_side=f.book_side, yes_price=f.yes_price,
+                    count=f.count, fee=f.fee, post_position=None, ts_ms=f.ts_ms, source="paper",
+                )
+                for f in result.fills
+            ),
+            position=PositionChanged(
+                market_ticker=plan.market, position=position.position, cost=position.exposure,
+                realized_pnl=position.realized_pnl, fees_paid=position.fees_paid, source="paper", ts_ms=order.ts_ms,
+            ),
+            **base,
+        )
+
+    def find(self, client_order_id: str, market: str | None) -> FoundOrder | None:
+        order = self.broker.order(client_order_id)
+        if order is None:
+            return None
+        return FoundOrder(
+            order_id=order.order_id,
+            client_order_id=order.client_order_id,
+            market=order.ticker,
+            status=order.status,
+            fill_count=order.fill_count,
+            remaining_count=order.remaining_count,
+        )
+
+    def resting_orders(self) -> tuple[FoundOrder, ...]:
+        return ()  # paper orders are IOC/FOK: nothing ever rests
+
+    def cancel(self, order_ids: tuple[tuple[str, str], ...]) -> CancelReport:
+        return CancelReport(gone=tuple(o for o, _ in order_ids))
+
+    def create_order_group(self, contracts_limit: int) -> str | None:
+        return None
+
+    def reset_order_group(self, order_group_id: str) -> None:
+        return None
+
+    def sync(self) -> SyncReport:
+        return SyncReport(balance=self.broker.cash, positions=len(self.broker.positions()), resting_orders=0)
+
+    def close(self) -> None:
+        return None
+
+
+
+def make_venue(context: Any, book_source: Callable[[str], BookView | None]) -> Venue:
+    """The venue for ``context.execution`` (called on the worker thread: the REST client is made there)."""
+    execution = context.execution
+    if execution == "exchange":
+        return ExchangeVenue(context.make_rest())
+    if execution == "live":
+        rest = context.make_rest()
+        try:
+            return LiveVenue(rest, context.settings)
+        except LiveTradingRefused:
+            rest.close()
+            raise
+    if execution == "paper":
+        fee_source = _series_fees(context) if context.credentials is not None or context.rest_url else None
+        return PaperVenue(None, book_source, clock_ms=context.wall_ms, fee_source=fee_source)
+    raise ValueError(f"unknown execution {execution!r}")
+
+
+def _series_fees(context: Any) -> Callable[[str], FeeSchedule]:
+    """Fee terms per market read from the public market/series endpoints once, cached; default on failure."""
+    cache: dict[str, FeeSchedule] = {}
+    holder: dict[str, Any] = {}
+
+    def fees(market: str) -> FeeSchedule:
+        if market in cache:
+            return cache[market]
+        schedule = FeeSchedule()
+        try:
+            rest = holder.get("rest") or holder.setdefault("rest", context.make_rest())
+            series = rest.get_market(market).series_ticker
+            if series:
+                info = rest.get_series(series)
+                schedule = FeeSchedule(info.fee_type, info.fee_multiplier)
+        except Exception as exc:  # noqa: BLE001 - fee lookup is best effort: the standard fee applies
+            log.warning("paper venue: fee terms of %s unavailable (%s); using the standard fee", market, error_text(exc))
+        cache[market] = schedule
+        return schedule
+
+    return fees
+
+
+# --- the worker thread ---------------------------------------------------------------------------
+
+_STOP = object()
+
+
+class VenueWorker:
+    """One thread, one venue, one job at a time. ``submit(kind, fn)`` queues ``fn(venue)``; its result (or
+    the error text) is handed to ``deliver`` as ``make_done(job_id, kind, result, error)``.
+
+    The venue is built on the worker thread (a requests session must stay on one thread). If it cannot be
+    built, every job answers with that error.
+    """
+
+    def __init__(
+        self,
+        make_venue: Callable[[], Venue],
+        deliver: Callable[[Any], None],
+        make_done: Callable[[int, str, Any, str], Any],
+        name: str = "venue-worker",
+    ) -> None:
+        self._make_venue = make_venue
+        self._deliver = deliver
+        self._make_done = make_done
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._next_id = 0
+        self.busy_jobs = 0  # submitted and not yet answered (read by the owning actor only)
+        self.venue_name: str | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, kind: str, fn: Callable[[Venue], Any]) -> int:
+        self._next_id += 1
+        self.busy_jobs += 1
+        self._queue.put((self._next_id, kind, fn))
+        return self._next_id
+
+    def answered(self) -> None:
+        self.busy_jobs = max(0, self.busy_jobs - 1)
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Ask the thread to finish its current job and exit; False if it did not within ``timeout``."""
+        self._queue.put(_STOP)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        venue = None
+        venue_error = ""
+        try:
+            venue = self._make_venue()
+            self.venue_name = getattr(venue, "name", type(venue).__name__)
+        except Exception as exc:  # noqa: BLE001 - reported with every job instead of killing the thread
+            venue_error = f"venue unavailable: {error_text(exc)}"
+            log.error("venue worker: %s", venue_error)
+        try:
+            while True:
+                item = self._queue.get()
+                if item is _STOP:
+                    return
+                job_id, kind, fn = item
+                if venue is None:
+                    self._send(job_id, kind, None, venue_error)
+                    continue
+                try:
+                    result = fn(venue)
+                    error = ""
+                except Exception as exc:  # noqa: BLE001 - any failure is an answer, never a dead thread
+                    result, error = None, error_text(exc)
+                self._send(job_id, kind, result, error)
+        finally:
+            if venue is not None:
+                venue.close()
+
+    def _send(self, job_id: int, kind: str, result: Any, error: str) -> None:
+        try:
+            self._deliver(self._make_done(job_id, kind, result, error))
+        except Exception:  # noqa: BLE001 - the actor is gone (stopping): nothing to tell
+            log.debug("venue worker: could not deliver %s result", kind)

@@ -1,0 +1,616 @@
+"""The whale executor by messages: recording peers, a scripted venue on the real worker thread, a real journal."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from actors.journal import Journal, JournalError
+from actors.paper_broker import PaperBroker
+from actors.settings import LIVE_OPT_IN_ENV, LIVE_OPT_IN_VALUE
+from actors.strategies import StrategyError, make_strategy
+from actors.venues import ExchangeVenue, LiveTradingRefused, LiveVenue, PaperVenue
+from actors.whale_executor import WhaleExecutor
+from kalshi.fees import FeeSchedule
+from kalshi.units import COUNT_ONE, MONEY_ONE
+from messages.control import (
+    DataSynced,
+    ExecutionFinished,
+    ExecutionStarted,
+    RequestStats,
+    SyncAccount,
+    Tick,
+    TradingClientDown,
+    TradingClientReady,
+    TradingGateChanged,
+)
+from messages.execution import FoundOrder
+from messages.feed import WatchMarkets
+from messages.state import AccountViewUpdated, BookViewsUpdated, WatchBooks
+from messages.whale import (
+    CleanupCompleted,
+    CleanupRequested,
+    OrderAccepted,
+    OrderOutcomeUnknown,
+    OrderPlan,
+    OrderRejected,
+    WhaleDecisionMade,
+    WhaleProcessing,
+    WhaleQueueUpdated,
+)
+from tests.actors.helpers_whale import FakeClock, FakeVenue, Recorders, account, book, context, whale
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.timeout(30)
+
+def queue_update(*whales, ts_ms=0):
+    from messages.whale import QueueStats
+
+    stats = QueueStats(trades_seen=len(whales), trades_discarded=0, duplicates=0, discard_rate_bp=0,
+                       queue_size=len(whales), window_minutes=5, min_size=100 * MONEY_ONE)
+    return WhaleQueueUpdated(queue=tuple(whales), stats=stats, ts_ms=ts_ms)
+
+
+class Rig:
+    def __init__(self, tmp_path, **flags):
+        self.tmp_path = tmp_path
+        self.clock = FakeClock()
+        self.venue = FakeVenue()
+        self.rec = Recorders()
+        self.flags = flags
+        self.ref = None
+
+    def start(self, execution="exchange", markets=(), venue_factory=None, **opts):
+        ctx = context(self.tmp_path, self.clock, execution=execution, markets=markets, **self.flags)
+        venue = self.venue
+        config = {"context": ctx, **opts}
+        self.ref = WhaleExecutor.start("whale_executor", 1, self.rec.refs["supervisor"], self.rec.peers("whale_executor"),
+                                       config, venue_factory=venue_factory or (lambda c, books: venue))
+        wait_for(lambda: self.rec.got("supervisor", TradingClientReady), message="TradingClientReady")
+        return self.ref
+
+    def stop(self):
+        if self.ref is not None:
+            self.ref.stop(timeout=10)
+            self.ref = None
+
+    def close(self):
+        self.stop()
+        self.rec.stop()
+
+    def tell(self, *msgs):
+        for m in msgs:
+            self.ref.tell(m)
+
+    def tick(self, seconds=0.0):
+        self.clock.advance(seconds)
+        self.ref.tell(Tick(now_mono_ns=self.clock.mono_ns(), now_wall_ms=self.clock.wall_ms()))
+
+    def sync(self):
+        stats = self.ref.ask(RequestStats(), timeout=5)
+        self.rec.barrier()
+        return stats
+
+    def decisions(self, action=None):
+        return [m.decision for m in self.rec.got("broadcaster", WhaleDecisionMade)
+                if action is None or m.decision.action == action]
+
+    def journal(self):
+        self.stop()
+        return Journal(self.tmp_path)
+
+
+@pytest.fixture
+def rig(tmp_path):
+    r = Rig(tmp_path)
+    yield r
+    r.close()
+
+
+def open_market(r, *whales, books=None):
+    r.tell(TradingGateChanged(open=True, reason="test"), AccountViewUpdated(view=account()))
+    r.tell(BookViewsUpdated(views=tuple(books or [book(w.market) for w in whales])))
+    r.tell(queue_update(*whales))
+
+
+def test_follow_journals_before_sending_and_reports_everything(rig):
+    rig.start()
+    now = rig.clock.wall_ms()
+    w = whale("EVT-A", "yes", 5500, 300, now - 1000)
+    open_market(rig, w)
+    wait_for(lambda: rig.rec.got("broadcaster", OrderAccepted), message="OrderAccepted")
+    [(plan, group)] = rig.venue.placed
+    assert (plan.side, plan.price, plan.count, plan.market) == ("bid", 5500, 5 * COUNT_ONE, "EVT-A")
+    assert group == "og-1"  # the session's order group
+    assert [d.action for d in rig.decisions()] == ["follow"]
+    wait_for(lambda: rig.rec.got("supervisor", ExecutionFinished), message="ExecutionFinished")
+    assert len(rig.rec.got("supervisor", ExecutionStarted)) == 1
+    processing = [(m.status, m.action) for m in rig.rec.got("broadcaster", WhaleProcessing)]
+    assert processing == [("processing", None), ("complete", "followed")]
+    assert rig.rec.got("whale_tracker", WhaleDecisionMade)  # final: the tracker drops the whale
+    assert rig.rec.got("state_keeper", WatchBooks, lambda m: m.market_tickers == frozenset({"EVT-A"}))
+    # The same whale again: never a second order.
+    rig.tell(queue_update(w))
+    rig.tick(1)
+    rig.sync()
+    assert rig.venue.place_count() == 1
+    with rig.journal() as j:
+        view = j.load()
+        assert view.pending_intents == () and w.whale_id in view.followed_whale_ids
+        assert view.known_orders == ((plan.client_order_id, "ord-1"),)
+
+
+def test_gate_closed_sends_nothing_and_journals_the_reason_once(rig):
+    rig.start()
+    w = whale("EVT-A", "yes", 5500, 300, rig.clock.wall_ms())
+    rig.tell(AccountViewUpdated(view=account()), BookViewsUpdated(views=(book("EVT-A"),)), queue_update(w))
+    rig.tick(0.1)
+    rig.tick(0.1)
+    rig.tell(queue_update(w))
+    rig.sync()
+    assert rig.venue.place_count() == 0
+    assert [d.action for d in rig.decisions()] == ["skipped_gate"]
+    # Once the gate opens the (non-final) whale is followed.
+    rig.tell(TradingGateChanged(open=True, reason="ready"))
+    wait_for(lambda: rig.venue.place_count() == 1, message="follow after gate opens")
+    with rig.journal() as j:
+        assert j.counts_by_action() == {"follow": 1, "skipped_gate": 1}
+
+
+def test_every_skip_reason_reaches_the_broadcaster(tmp_path):
+    rig = Rig(tmp_path, whale_max_trades_per_minute=1, max_cost_per_event_cents=1000)
+    try:
+        rig.start()
+        now = rig.clock.wall_ms()
+        deep = ((4500, 1000 * COUNT_ONE),)
+        whales = [
+            whale("EVT-F1", "yes", 5500, 900, now),  # largest: takes the only token
+            whale("EVT-F2", "yes", 5500, 800, now),  # rate_limited
+            whale("EVT-AGE", "yes", 5500, 700, now - 200_000),
+            whale("EVT-POS", "yes", 5500, 600, now),
+            whale("EVT-ORD", "yes", 5500, 500, now),
+            whale("EVT-STALE", "yes", 5500, 400, now),
+            whale("EVT-CHASE", "yes", 5500, 390, now),
+            whale("EVT-DEPTH", "yes", 5500, 380, now),
+            whale("RISK-B", "yes", 5500, 370, now),
+        ]
+        books = [book(m, no=deep) for m in ("EVT-F1", "EVT-F2", "EVT-AGE", "EVT-POS", "EVT-ORD", "RISK-B")]
+        books += [book("EVT-STALE", valid=False), book("EVT-CHASE", no=((3000, 1000 * COUNT_ONE),)),
+                  book("EVT-DEPTH", no=((4500, 1 * COUNT_ONE),))]
+        rig.tell(TradingGateChanged(open=True, reason="t"),
+                 AccountViewUpdated(view=account({"EVT-POS": (COUNT_ONE, 5000), "RISK-A": (20 * COUNT_ONE, 99_900)},
+                                                 resting=("EVT-ORD",))),
+                 BookViewsUpdated(views=tuple(books)), queue_update(*whales))
+        wait_for(lambda: rig.venue.place_count() == 1, message="one follow")
+        rig.sync()
+        got = {d.market: d.action for d in rig.decisions()}
+        assert got == {
+            "EVT-F1": "follow", "EVT-F2": "rate_limited", "EVT-AGE": "skipped_age", "EVT-POS": "skipped_position",
+            "EVT-ORD": "skipped_orders", "EVT-STALE": "skipped_book_stale", "EVT-CHASE": "skipped_chased",
+            "EVT-DEPTH": "skipped_depth", "RISK-B": "skipped_risk",
+        }
+        completes = {m.whale_id: m.action for m in rig.rec.got("broadcaster", WhaleProcessing) if m.status == "complete"}
+        assert completes[whales[2].whale_id] == "skipped_age" and completes[whales[1].whale_id] == "rate_limited"
+        assert rig.rec.got("state_keeper", WhaleDecisionMade)
+    finally:
+        rig.close()
+
+
+def test_no_side_maps_to_an_ask_on_the_yes_book(rig):
+    rig.start()
+    w = whale("EVT-N", "no", 4000, 300, rig.clock.wall_ms())  # the whale bought NO at 0.40
+    # NO asks come from YES bids: a YES bid at 0.60 offers NO at 0.40.
+    open_market(rig, w, books=[book("EVT-N", yes=((6000, 100 * COUNT_ONE),), no=())])
+    wait_for(lambda: rig.venue.place_count() == 1, message="order")
+    plan = rig.venue.placed[0][0]
+    assert (plan.outcome, plan.side, plan.price) == ("no", "ask", 6000)
+
+    class Rest:
+        def submit_order(self, request):
+            self.body = request.to_json()
+            raise __import__("kalshi.rest", fromlist=["x"]).RateLimitedError(429, "too_many_requests", "slow down")
+
+        def close(self):
+            pass
+
+    rest = Rest()
+    outcome = ExchangeVenue(rest).place(plan, "og-1")
+    assert rest.body["side"] == "ask" and rest.body["price"] == "0.6000" and rest.body["count"] == "5.00"
+    assert rest.body["order_group_id"] == "og-1" and rest.body["time_in_force"] == "immediate_or_cancel"
+    assert outcome.status == "rate_limited"
+
+
+def test_rate_limit_backs_off_then_the_whale_expires(rig):
+    rig.start(rate_backoff_s=5.0, rate_backoff_max_s=60.0)
+    rig.venue.place_script.extend(["rate_limited"] * 50)
+    now = rig.clock.wall_ms()
+    a = whale("EVT-A", "yes", 5500, 300, now - 100_000)  # 20 s left before it is too old (120 s)
+    open_market(rig, a)
+    wait_for(lambda: rig.venue.place_count() == 1, message="first attempt")
+    b = whale("EVT-B", "yes", 5500, 200, now - 105_000)
+    rig.tell(BookViewsUpdated(views=(book("EVT-B"),)), queue_update(a, b))
+    for _ in range(20):  # 2 s of ticks: inside the back-off (≥ 2.5 s)
+        rig.tick(0.1)
+    rig.sync()
+    assert rig.venue.place_count() == 1  # no hot loop
+    assert [d.action for d in rig.decisions() if d.market == "EVT-B"] == ["rate_limited"]
+    for _ in range(180):  # three minutes of 429s: growing back-off, whales age out
+        rig.tick(1.0)
+        if _ % 10 == 0:
+            rig.sync()
+    stats = rig.sync()
+    attempts = rig.venue.place_count()
+    assert 2 <= attempts <= 8, attempts
+    assert stats["open_orders"] == {}  # every 429'd order closed once its whale was too old
+    assert {m.code for m in rig.rec.got("broadcaster", OrderRejected)} == {"rate_limited"}
+    assert [d.action for d in rig.decisions() if d.market == "EVT-B"][-1] in ("skipped_age", "follow")
+    # After the storm a fresh whale is followed normally.
+    rig.venue.place_script.clear()
+    c = whale("EVT-C", "yes", 5500, 300, rig.clock.wall_ms())
+    rig.tell(BookViewsUpdated(views=(book("EVT-C"),)), queue_update(c))
+    rig.tick(61)
+    wait_for(lambda: rig.rec.got("broadcaster", OrderAccepted), message="follow after the storm")
+
+
+def test_unknown_outcome_blocks_new_orders_until_resolved_absent_then_resends_same_id(rig):
+    rig.start(absent_grace_s=2.0, resolve_backoff_s=0.5)
+    rig.venue.place_script.append("unknown")
+    now = rig.clock.wall_ms()
+    a = whale("EVT-A", "yes", 5500, 300, now)
+    open_market(rig, a)
+    wait_for(lambda: rig.rec.got("broadcaster", OrderOutcomeUnknown), message="unknown outcome")
+    b = whale("EVT-B", "yes", 5500, 200, now)
+    rig.tell(BookViewsUpdated(views=(book("EVT-B"),)), queue_update(a, b))
+    rig.sync()
+    assert [d.action for d in rig.decisions() if d.market == "EVT-B"] == ["skipped_unknown_outcome"]
+    rig.tick(0.6)  # first read: absent
+    wait_for(lambda: len(rig.venue.finds) == 1, message="first read-back")
+    rig.tick(0.5)
+    rig.sync()
+    assert rig.venue.place_count() == 1 and len(rig.venue.finds) == 1  # grace not over: no second read yet
+    rig.tick(2.0)  # second read ≥ 2 s later: still absent → resend with the same id
+    wait_for(lambda: rig.venue.place_count() >= 2, message="resend")
+    first, second = rig.venue.placed[0][0], rig.venue.placed[1][0]
+    assert first.client_order_id == second.client_order_id
+    wait_for(lambda: rig.rec.got("broadcaster", OrderAccepted), message="accepted after resend")
+    rig.tick(0.1)  # unblocked: B is followed now
+    wait_for(lambda: rig.venue.place_count() == 3, message="B followed")
+    assert rig.venue.placed[2][0].market == "EVT-B"
+    with rig.journal() as j:
+        view = j.load()
+        assert view.pending_intents == () and len(view.known_orders) == 2
+
+
+def test_lost_response_is_found_by_reading_back_and_never_resent(rig):
+    rig.start()
+    rig.venue.place_script.append("created_unknown")
+    a = whale("EVT-A", "yes", 5500, 300, rig.clock.wall_ms())
+    open_market(rig, a)
+    wait_for(lambda: rig.rec.got("broadcaster", OrderOutcomeUnknown), message="unknown")
+    rig.tick(1.0)
+    wait_for(lambda: rig.rec.got("broadcaster", OrderAccepted), message="resolved as accepted")
+    assert rig.venue.place_count() == 1
+    with rig.journal() as j:
+        rows = j._query("SELECT status FROM order_outcomes ORDER BY seq")
+        assert [r[0] for r in rows] == ["unknown", "accepted"]
+
+
+def test_duplicate_client_order_id_reads_the_order_back(rig):
+    rig.start()
+    rig.venue.place_script.append("duplicate")
+    a = whale("EVT-A", "yes", 5500, 300, rig.clock.wall_ms())
+    rig.venue.find_script.append(FoundOrder(order_id="ord-x", client_order_id="?", market="EVT-A", status="executed",
+                                            fill_count=5 * COUNT_ONE, remaining_count=0))
+    open_market(rig, a)
+    wait_for(lambda: rig.rec.got("broadcaster", OrderOutcomeUnknown), message="409 → read back")
+    rig.tick(0.01)
+    wait_for(lambda: rig.rec.got("broadcaster", OrderAccepted, lambda m: m.order_id == "ord-x"), message="accepted")
+    assert rig.venue.place_count() == 1
+
+
+def test_rejection_is_final_no_replacement_loop(rig):
+    rig.start()
+    rig.venue.place_script.append("rejected")  # e.g. a triggered order group: 400 invalid_order
+    a = whale("EVT-A", "yes", 5500, 300, rig.clock.wall_ms())
+    open_market(rig, a)
+    wait_for(lambda: rig.rec.got("broadcaster", OrderRejected), message="rejected")
+    for _ in range(5):
+        rig.tick(1.0)
+        rig.tell(queue_update(a))
+    rig.sync()
+    assert rig.venue.place_count() == 1
+    completes = [m.action for m in rig.rec.got("broadcaster", WhaleProcessing) if m.status == "complete"]
+    assert completes == ["failed"]
+
+
+def test_journal_write_failure_stops_trading(rig, monkeypatch):
+    rig.start()
+
+    def broken(self, plan, now_ms):
+        raise JournalError("disk full")
+
+    monkeypatch.setattr(Journal, "record_intent", broken)
+    a = whale("EVT-A", "yes", 5500, 300, rig.clock.wall_ms())
+    open_market(rig, a)
+    wait_for(lambda: rig.rec.got("supervisor", TradingClientDown), message="TradingClientDown")
+    down = rig.rec.got("supervisor", TradingClientDown)[0]
+    assert down.reason.startswith("journal:") and "disk full" in down.reason
+    b = whale("EVT-B", "yes", 5500, 200, rig.clock.wall_ms())
+    rig.tell(BookViewsUpdated(views=(book("EVT-B"),)), queue_update(a, b))
+    rig.tick(1)
+    stats = rig.sync()
+    assert rig.venue.place_count() == 0 and stats["journal_failed"]
+
+
+def test_restart_resolves_pending_intents_and_never_follows_twice(tmp_path):
+    clock_rig = Rig(tmp_path)
+    w = whale("EVT-A", "yes", 5500, 300, clock_rig.clock.wall_ms())
+    plan = OrderPlan(client_order_id="tv3-abc", whale_id=w.whale_id, market="EVT-A", outcome="yes", side="bid",
+                     price=5500, count=5 * COUNT_ONE)
+    with Journal(tmp_path) as j:  # a crash right after the intent was written and the order sent
+        from messages.whale import Decision
+
+        j.record_decision(Decision(action="follow", reason="x", whale_id=w.whale_id, market="EVT-A", final=True,
+                                   outcome="yes", trade_ids=w.trade_ids, whale_ts_ms=w.ts_ms, plan=plan,
+                                   client_order_id=plan.client_order_id))
+        j.record_intent(plan, clock_rig.clock.wall_ms())
+    clock_rig.venue.accepted["tv3-abc"] = FoundOrder(order_id="ord-9", client_order_id="tv3-abc", market="EVT-A",
+                                                     status="executed", fill_count=plan.count, remaining_count=0)
+    try:
+        clock_rig.start()
+        wait_for(lambda: clock_rig.rec.got("broadcaster", OrderAccepted), message="pending intent resolved")
+        open_market(clock_rig, w)
+        clock_rig.tick(1)
+        clock_rig.sync()
+        assert clock_rig.venue.place_count() == 0
+        assert clock_rig.decisions() == []  # evaluated before the crash: nothing to decide
+        with clock_rig.journal() as j:
+            assert j.load().pending_intents == ()
+    finally:
+        clock_rig.close()
+
+
+def test_startup_cancels_orphans_and_cleanup_request_answers(rig):
+    rig.venue.resting = [FoundOrder(order_id="old-1", client_order_id=None, market="EVT-A", status="resting",
+                                    fill_count=0, remaining_count=COUNT_ONE, order_group_id="og-old")]
+    rig.start()
+    assert rig.venue.canceled == ["old-1"]
+    rig.venue.resting = [
+        FoundOrder(order_id="mine", client_order_id=None, market="EVT-A", status="resting", fill_count=0,
+                   remaining_count=COUNT_ONE, order_group_id="og-1"),
+        FoundOrder(order_id="orphan", client_order_id=None, market="EVT-B", status="resting", fill_count=0,
+                   remaining_count=COUNT_ONE, order_group_id=None),
+    ]
+    rig.tell(CleanupRequested(request_id=7, orphaned_only=True, reply_to="broadcaster"))
+    done = wait_for(lambda: rig.rec.got("broadcaster", CleanupCompleted), message="CleanupCompleted")[0]
+    assert done.request_id == 7 and done.canceled == ("orphan",)
+    rig.tell(SyncAccount(reason="test"))
+    wait_for(lambda: rig.rec.got("supervisor", DataSynced), message="DataSynced")
+    rig.stop()
+    assert rig.venue.resets == ["og-1"]  # cleanup resets the session's order group
+
+
+def test_gate_closing_cancels_resting_orders(rig):
+    rig.start()
+    rig.tell(TradingGateChanged(open=True, reason="ready"))
+    rig.venue.resting = [FoundOrder(order_id="gtc", client_order_id=None, market="EVT-A", status="resting",
+                                    fill_count=0, remaining_count=COUNT_ONE, order_group_id="og-1")]
+    rig.tell(TradingGateChanged(open=False, reason="ERROR"))
+    wait_for(lambda: "gtc" in rig.venue.canceled, message="cancel on gate close")
+
+
+def test_hold_observes_and_sends_nothing(tmp_path):
+    rig = Rig(tmp_path, strategy="hold")
+    try:
+        rig.start()
+        w = whale("EVT-A", "yes", 5500, 300, rig.clock.wall_ms())
+        open_market(rig, w)
+        wait_for(lambda: rig.decisions(), message="observed")
+        rig.tell(queue_update(w))
+        rig.tick(1)
+        rig.sync()
+        [d] = rig.decisions()
+        assert d.action == "observed" and "would follow" in d.reason
+        assert rig.venue.place_count() == 0
+        with rig.journal() as j:
+            assert j.counts_by_action() == {"observed": 1}
+    finally:
+        rig.close()
+
+
+def test_paper_test_cycle_places_one_small_order_per_cycle(tmp_path):
+    rig = Rig(tmp_path, strategy="paper_test", cycle_seconds=30)
+    try:
+        rig.start(markets=("EVT-A", "EVT-B"))
+        assert rig.rec.got("state_keeper", WatchBooks, lambda m: m.market_tickers == frozenset({"EVT-A", "EVT-B"}))
+        rig.tell(TradingGateChanged(open=True, reason="t"), AccountViewUpdated(view=account()),
+                 BookViewsUpdated(views=(book("EVT-A"), book("EVT-B", no=((4600, 900 * COUNT_ONE),)))))
+        rig.tick(0.1)
+        wait_for(lambda: rig.venue.place_count() == 1, message="first cycle order")
+        plan = rig.venue.placed[0][0]
+        assert (plan.market, plan.side, plan.price, plan.count) == ("EVT-B", "bid", 5400, COUNT_ONE)
+        for _ in range(5):
+            rig.tick(1)
+        rig.sync()
+        assert rig.venue.place_count() == 1
+        rig.tick(31)
+        wait_for(lambda: rig.venue.place_count() == 2, message="next cycle")
+    finally:
+        rig.close()
+
+
+def test_whale_market_without_a_book_is_requested_from_the_feed(rig):
+    rig.start()
+    w = whale("NEW-MKT", "yes", 5500, 300, rig.clock.wall_ms())
+    rig.tell(queue_update(w))
+    wait_for(lambda: rig.rec.got("orderbook_feed", WatchMarkets), message="WatchMarkets")
+    assert rig.rec.got("orderbook_feed", WatchMarkets)[0].market_tickers == frozenset({"NEW-MKT"})
+
+
+def test_strategy_factory_refuses_rl_model():
+    with pytest.raises(StrategyError, match="rl_model needs a trained model"):
+        make_strategy("rl_model")
+    with pytest.raises(StrategyError, match="unknown strategy"):
+        make_strategy("yolo")
+
+
+def test_paper_venue_fills_from_the_book_view_and_refuses_duplicates():
+    views = {"EVT-A": book("EVT-A", no=((4500, 3 * COUNT_ONE), (4400, 10 * COUNT_ONE)))}
+    venue = PaperVenue(PaperBroker(lambda m: FeeSchedule()), views.get, clock_ms=lambda: 1)
+    plan = OrderPlan(client_order_id="c1", whale_id="w", market="EVT-A", outcome="yes", side="bid", price=5600,
+                     count=5 * COUNT_ONE)
+    out = venue.place(plan, None)
+    assert out.status == "accepted" and out.fill_count == 5 * COUNT_ONE and out.average_fill_price == 5540
+    assert venue.place(plan, None).status == "duplicate"
+    assert venue.find("c1", "EVT-A").fill_count == 5 * COUNT_ONE
+    missing = OrderPlan(client_order_id="c2", whale_id="w", market="EVT-X", outcome="yes", side="bid", price=5600,
+                        count=COUNT_ONE)
+    assert venue.place(missing, None).status == "rejected"
+
+
+def test_live_venue_needs_the_double_opt_in(monkeypatch):
+    class S:
+        environment = "prod"
+        effective_execution = "live"
+
+    class Rest:
+        def close(self):
+            pass
+
+    monkeypatch.delenv(LIVE_OPT_IN_ENV, raising=False)
+    with pytest.raises(LiveTradingRefused):
+        LiveVenue(Rest(), S())
+    with pytest.raises(LiveTradingRefused):
+        LiveVenue(Rest(), S(), environ={LIVE_OPT_IN_ENV: "yes"})
+    S.environment = "demo"
+    with pytest.raises(LiveTradingRefused):
+        LiveVenue(Rest(), S(), environ={LIVE_OPT_IN_ENV: LIVE_OPT_IN_VALUE})
+    S.environment = "prod"
+    assert LiveVenue(Rest(), S(), environ={LIVE_OPT_IN_ENV: LIVE_OPT_IN_VALUE}).name == "live"
+    assert os.environ.get(LIVE_OPT_IN_ENV) is None
+
+
+def test_actors_do_not_shadow_the_runtime_internals():
+    from actors.base import SupervisedActor
+    from actors.whale_tracker import WhaleTracker
+
+    allowed = {"setup", "cleanup", "stats", "on_tick", "on_peers_changed", "_handler_names", "_abc_impl"}
+    for cls in (WhaleExecutor, WhaleTracker):
+        clash = {n for n in vars(cls) if not n.startswith("__") and hasattr(SupervisedActor, n)} - allowed
+        assert clash == set(), (cls.__name__, clash)
+
+
+def test_unexpected_messages_are_counted_not_fatal(rig):
+    from messages.control import SupervisorReport
+    from tests.actors.conftest import Echo
+
+    rig.start()
+    rig.tell(SupervisorReport(state="READY", state_reason="", degraded=False, gate_open=True, total_restarts=0,
+                              restarts_in_window=0, children=(), at_ms=0), Echo(value=1))
+    stats = rig.sync()
+    assert stats["unknown"] == 1 and rig.ref.is_alive()
+
+
+def test_duplicate_sightings_are_journaled(rig):
+    from messages.execution import WhaleSightings
+
+    rig.start()
+    w = whale("EVT-A", "yes", 5500, 300, rig.clock.wall_ms())
+    rig.tell(queue_update(w), WhaleSightings(sightings=((w, w.trade_ids[0]),), ts_ms=0))
+    rig.sync()
+    with rig.journal() as j:
+        rows = [json.loads(r[0]) for r in j._query("SELECT body FROM whales_seen ORDER BY seq")]
+    assert [(r["event"], r["trade_id"]) for r in rows] == [("seen", ""), ("duplicate", w.trade_ids[0])]
+
+
+def test_an_absent_intent_is_not_resent_while_the_gate_is_closed(rig):
+    rig.start(absent_grace_s=1.0)
+    rig.venue.place_script.append("unknown")
+    a = whale("EVT-A", "yes", 5500, 300, rig.clock.wall_ms())
+    open_market(rig, a)
+    wait_for(lambda: rig.rec.got("broadcaster", OrderOutcomeUnknown), message="unknown")
+    rig.tell(TradingGateChanged(open=False, reason="ERROR"))
+    for _ in range(10):
+        rig.tick(1.0)
+        rig.sync()
+    assert rig.venue.place_count() == 1 and len(rig.venue.finds) >= 2  # still reading, never resending
+    rig.tell(TradingGateChanged(open=True, reason="READY"))
+    rig.tick(1.0)
+    wait_for(lambda: rig.venue.place_count() == 2, message="resent once the gate reopened")
+    assert rig.venue.placed[1][0].client_order_id == rig.venue.placed[0][0].client_order_id
+
+
+def test_paper_execution_fills_from_the_book_and_reports_fills_and_position(tmp_path):
+    from messages.account import FillReceived, PositionChanged
+
+    rig = Rig(tmp_path)
+    try:
+        # The real PaperVenue, reading the executor's latest BookViews (as make_venue builds it for paper).
+        rig.start(execution="paper", venue_factory=lambda ctx, books: PaperVenue(None, books, clock_ms=ctx.wall_ms))
+        a = whale("EVT-A", "yes", 5500, 300, rig.clock.wall_ms())
+        open_market(rig, a, books=[book("EVT-A", no=((4500, 2 * COUNT_ONE), (4400, 50 * COUNT_ONE)))])
+        accepted = wait_for(lambda: rig.rec.got("broadcaster", OrderAccepted), message="paper fill")[0]
+        assert accepted.fill_count == 5 * COUNT_ONE and accepted.order_id.startswith("paper-")
+        fills = wait_for(lambda: rig.rec.got("state_keeper", FillReceived), message="fills")
+        assert [(f.yes_price, f.count, f.source) for f in fills] == [(5500, 2 * COUNT_ONE, "paper"), (5600, 3 * COUNT_ONE, "paper")]
+        [pos] = wait_for(lambda: rig.rec.got("state_keeper", PositionChanged), message="position")
+        assert pos.position == 5 * COUNT_ONE and pos.cost == 27_800
+        b = whale("EVT-A", "yes", 5600, 300, rig.clock.wall_ms() + 1, trade_id="t-second")
+        rig.tell(queue_update(a, b))
+        rig.sync()
+        assert [d.action for d in rig.decisions() if d.whale_id == b.whale_id] == ["skipped_position"]
+        with rig.journal() as j:
+            assert len(j.load().fill_ids) == 2
+    finally:
+        rig.close()
+
+
+def test_make_venue_picks_the_venue_for_the_execution_mode(tmp_path, monkeypatch):
+    from actors.venues import make_venue
+    from tests.actors.helpers_whale import FakeClock, context as make_context
+
+    monkeypatch.setenv(LIVE_OPT_IN_ENV, LIVE_OPT_IN_VALUE)  # even with the env opt-in, settings must say live
+    clock = FakeClock()
+    exchange = make_venue(make_context(tmp_path, clock, execution="exchange"), {}.get)
+    assert isinstance(exchange, ExchangeVenue) and not isinstance(exchange, LiveVenue)
+    exchange.close()
+    assert isinstance(make_venue(make_context(tmp_path, clock, execution="paper"), {}.get), PaperVenue)
+    with pytest.raises(LiveTradingRefused):
+        make_venue(make_context(tmp_path, clock, execution="live"), {}.get)
+
+
+def test_a_corrupt_journal_refuses_to_start(rig, tmp_path):
+    import sqlite3
+
+    from messages.control import ActorFailed
+    from messages.whale import Decision
+
+    with Journal(tmp_path) as j:
+        j.record_decision(Decision(action="skipped_age", reason="old", whale_id="w-1", market="EVT-A", final=True))
+    with sqlite3.connect(tmp_path / "journal.sqlite") as conn:
+        conn.execute("UPDATE decisions SET sum = 'tampered'")
+    ctx = context(tmp_path, rig.clock)
+    ref = WhaleExecutor.start("whale_executor", 1, rig.rec.refs["supervisor"], rig.rec.peers("whale_executor"),
+                              {"context": ctx}, venue_factory=lambda c, b: rig.venue)
+    failed = wait_for(lambda: rig.rec.got("supervisor", ActorFailed), message="ActorFailed")[0]
+    assert failed.phase == "on_start" and "journal corrupt" in failed.error
+    wait_for(lambda: not ref.is_alive(), message="stopped")
+    assert rig.venue.place_count() == 0 and not rig.rec.got("supervisor", TradingClientReady)
+
+
+def test_hold_waits_for_the_book_before_recording_its_observation(tmp_path):
+    rig = Rig(tmp_path, strategy="hold")
+    try:
+        rig.start()
+        w = whale("EVT-A", "yes", 5500, 300, rig.clock.wall_ms())
+        rig.tell(TradingGateChanged(open=True, reason="t"), queue_update(w))
+        rig.tick(0.1)
+        rig.sync()
+        assert rig.decisions() == []  # no book yet: nothing final to say
+        rig.tell(BookViewsUpdated(views=(book("EVT-A", no=((3000, 100 * COUNT_ONE),)),)))
+        [d] = wait_for(lambda: rig.decisions(), message="observed")
+        assert d.action == "observed" and "would skipped_chased" in d.reason
+    finally:
+        rig.close()
