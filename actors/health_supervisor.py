@@ -229,6 +229,9 @@ def _safe_stop(ref: pykka.ActorRef[Any], timeout_s: float) -> bool:
         return False
     except pykka.ActorDeadError:
         pass
+    except Exception:  # noqa: BLE001 - a child whose stop raises must not stop the others' shutdown
+        log.exception("stopping an actor raised; treating it as not stopped")
+        return False
     return True
 
 
