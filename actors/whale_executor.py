@@ -105,6 +105,7 @@ __all__ = ["WhaleExecutor", "VenueFactory"]
 log = logging.getLogger(__name__)
 
 _NS = 1_000_000_000
+VIEW_WAIT_NS = 2 * _NS  # how long a whale waits for the first view of its newly watched market
 _MS = 1_000_000
 NOTIFY = ("state_keeper", "broadcaster")
 
@@ -188,6 +189,9 @@ class WhaleExecutor(SupervisedActor):
         self.views: dict[str, BookView] = {}  # latest immutable views (the paper venue reads these)
         self.watched: frozenset[str] = frozenset()
         self.requested_markets: set[str] = set()
+        # Newly watched markets whose first view is on its way (the state keeper answers WatchBooks at
+        # once): their whales wait for it instead of being journaled as skipped_book_stale first.
+        self.view_wait_until_ns: dict[str, int] = {}
         self.queue: tuple[Whale, ...] = ()
         self.evaluated_whale_ids: set[str] = set()
         self.evaluated_trade_ids: set[str] = set()
@@ -311,6 +315,7 @@ class WhaleExecutor(SupervisedActor):
         for view in msg.views:
             self.views[view.market_ticker] = view
             self.books[view.market_ticker] = book_from_view(view)
+            self.view_wait_until_ns.pop(view.market_ticker, None)
         if self.queue:
             self._evaluate()
 
@@ -636,7 +641,15 @@ class WhaleExecutor(SupervisedActor):
         if not self.queue or self.journal is None:
             return
         now_ms, now_ns = self._now_ms(), self._now_ns()
-        decisions, _ = self.strategy.on_queue(self.queue, self._context(), now_ms, self._bucket(now_ns), now_ms)
+        queue = self.queue
+        if self.view_wait_until_ns:
+            for market, until in list(self.view_wait_until_ns.items()):
+                if now_ns >= until:
+                    del self.view_wait_until_ns[market]  # no view came: decide on what we have
+            queue = tuple(w for w in queue if w.market not in self.view_wait_until_ns)
+            if not queue:
+                return
+        decisions, _ = self.strategy.on_queue(queue, self._context(), now_ms, self._bucket(now_ns), now_ms)
         for decision in decisions:
             if not self._handle_decision(decision):
                 return
@@ -856,6 +869,10 @@ class WhaleExecutor(SupervisedActor):
             markets = frozenset(self.ctx.market_tickers)
         markets |= frozenset(o.plan.market for o in self.open.values())
         if markets != self.watched:
+            deadline = self._now_ns() + VIEW_WAIT_NS
+            for market in markets - self.watched:
+                if market not in self.books:
+                    self.view_wait_until_ns[market] = deadline
             self.watched = markets
             self.peers.tell("state_keeper", WatchBooks(market_tickers=markets))
             for market in list(self.books):

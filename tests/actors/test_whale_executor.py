@@ -614,3 +614,31 @@ def test_hold_waits_for_the_book_before_recording_its_observation(tmp_path):
         assert d.action == "observed" and "would skipped_chased" in d.reason
     finally:
         rig.close()
+
+
+def test_whale_in_a_newly_watched_market_waits_for_its_first_view(rig):
+    """The executor asks for the book of a whale's market; until the view arrives (or 2 s pass) the whale is
+    not decided, so the audit shows one follow rather than a skipped_book_stale first."""
+    rig.start()
+    rig.tell(TradingGateChanged(open=True, reason="test"), AccountViewUpdated(view=account()))
+    w = whale("EVT-NEW", "yes", 5500, 300, rig.clock.wall_ms())
+    rig.tell(queue_update(w))
+    rig.sync()
+    assert rig.decisions() == [] and rig.venue.place_count() == 0
+    watch = rig.rec.got("state_keeper", WatchBooks)
+    assert watch and "EVT-NEW" in watch[-1].market_tickers
+    rig.tell(BookViewsUpdated(views=(book("EVT-NEW"),)))
+    wait_for(lambda: rig.venue.place_count() == 1, message="follow once the view arrived")
+    assert [d.action for d in rig.decisions()] == ["follow"]
+
+
+def test_whale_whose_view_never_comes_is_decided_after_the_wait(rig):
+    rig.start()
+    rig.tell(TradingGateChanged(open=True, reason="test"), AccountViewUpdated(view=account()))
+    w = whale("EVT-NOBOOK", "yes", 5500, 300, rig.clock.wall_ms())
+    rig.tell(queue_update(w))
+    rig.sync()
+    assert rig.decisions() == []
+    rig.tick(2.5)
+    wait_for(lambda: rig.decisions(), message="a decision after the wait")
+    assert [d.action for d in rig.decisions()] == ["skipped_book_stale"]
