@@ -22,7 +22,7 @@ from typing import Iterable
 
 import msgspec
 
-from .units import PRICE_ONE, notional
+from .units import PRICE_ONE, notional, safe_repr
 
 __all__ = ["OrderBook", "BuyQuote"]
 
@@ -90,7 +90,7 @@ class OrderBook:
             book: dict[int, int] = {}
             for price, size in levels:
                 if type(price) is not int or type(size) is not int:
-                    raise TypeError(f"{name} level ({price!r}, {size!r}): expected ints")
+                    raise TypeError(f"{name} level ({safe_repr(price)}, {safe_repr(size)}): expected ints")
                 if not 0 < price < PRICE_ONE:
                     self.invalidate(f"snapshot {name} price {price} outside (0, 1)")
                     return False
@@ -120,9 +120,9 @@ class OrderBook:
         elif side == "no":
             levels = self._no
         else:
-            raise ValueError(f"side must be 'yes' or 'no', got {side!r}")
+            raise ValueError(f"side must be 'yes' or 'no', got {safe_repr(side)}")
         if not 0 < price < PRICE_ONE:
-            raise ValueError(f"price {price!r} outside (0, {PRICE_ONE})")
+            raise ValueError(f"price {safe_repr(price)} outside (0, {PRICE_ONE})")
         new = levels.get(price, 0) + delta
         if new > 0:
             levels[price] = new
@@ -203,7 +203,7 @@ class OrderBook:
             return self._yes
         if side == "no":
             return self._no
-        raise ValueError(f"side must be 'yes' or 'no', got {side!r}")
+        raise ValueError(f"side must be 'yes' or 'no', got {safe_repr(side)}")
 
     def depth(self, side: str) -> int:
         return len(self._side(side))
@@ -234,9 +234,9 @@ class OrderBook:
         elif outcome == "no":
             opposite = "yes"
         else:
-            raise ValueError(f"outcome must be 'yes' or 'no', got {outcome!r}")
+            raise ValueError(f"outcome must be 'yes' or 'no', got {safe_repr(outcome)}")
         if type(count) is not int or count <= 0:
-            raise ValueError(f"count must be a positive int of count units, got {count!r}")
+            raise ValueError(f"count must be a positive int of count units, got {safe_repr(count)}")
         remaining = count
         cost = 0
         raw = 0  # sum of take × price, for an exact average

@@ -68,9 +68,13 @@ def _round_up(amount: Fraction, unit: int) -> int:
     return steps * unit
 
 
-def _quadratic(rate: Fraction, multiplier: Fraction, count: int, price: int, unit: int) -> int:
+def _check_fill(count: int, price: int) -> None:
     if count < 0 or not 0 <= price <= PRICE_ONE:
-        raise ValueError(f"fee on count={count} price={price}: out of range")
+        raise ValueError(f"fee on count={safe_repr(count)} price={safe_repr(price)}: out of range")
+
+
+def _quadratic(rate: Fraction, multiplier: Fraction, count: int, price: int, unit: int) -> int:
+    _check_fill(count, price)
     # rate × m × C × P × (1 − P) in dollars, with C = count/100, P = price/10^4;
     # times 10^4 for money units.
     amount = (
@@ -105,6 +109,7 @@ class FeeSchedule:
     def taker(self, count: int, price: int) -> int:
         """Fee in money units for a taker fill of ``count`` (0.01 contracts) at ``price``."""
         if self.fee_type == "flat":
+            _check_fill(count, price)  # a negative count would be a negative fee
             return self._flat(count)
         return _quadratic(TAKER_RATE, self.multiplier, count, price, self.rounding_unit)
 

@@ -136,7 +136,14 @@ def parse_signed_count(text: object, field: str = "count") -> int:
     return _parse_fixed(text, COUNT_DECIMALS, field, True, MAX_COUNT)
 
 
+def _require_int(value: object, what: str) -> None:
+    # A float here would format or multiply into a plausible but wrong number: refuse it.
+    if type(value) is not int:
+        raise TypeError(f"{what} must be an int in fixed-point units, got {type(value).__name__}")
+
+
 def _format_fixed(value: int, decimals: int, shown: int) -> str:
+    _require_int(value, "value to format")
     sign = "-" if value < 0 else ""
     whole, frac = divmod(abs(value), 10**decimals)
     frac_text = str(frac).rjust(decimals, "0")
@@ -205,5 +212,7 @@ def notional(count: int, price: int) -> int:
     zero whenever count is whole contracts or the price is on a cent tick; otherwise the cost is
     rounded up (never understate what we pay).
     """
+    _require_int(count, "count")
+    _require_int(price, "price")
     q, r = divmod(count * price, COUNT_ONE)
     return q + (1 if r else 0)

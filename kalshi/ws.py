@@ -78,7 +78,9 @@ from urllib.parse import urlsplit
 
 import websocket
 from websocket import ABNF
-from websocket._abnf import frame_buffer as _FrameBuffer  # no public hook exists to cap frame size
+# Private: no public hook exists to cap frame size or read ahead. _check_websocket_client() below
+# verifies at import that it still behaves as _CappedFrameBuffer relies on.
+from websocket._abnf import frame_buffer as _FrameBuffer
 
 from .units import safe_repr
 from .wire.frames import decode_frame
@@ -286,6 +288,88 @@ class _CappedWebSocket(websocket.WebSocket):
         # Only the reader thread uses the socket, so no send/receive locks are needed.
         super().__init__(skip_utf8_validation=True, enable_multithread=False)
         self.frame_buffer = _CappedFrameBuffer(self._recv, cap)
+
+
+def _ws_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    """An unmasked server frame (RFC 6455 §5.2), for the self-check below."""
+    head = bytes([(0x80 if fin else 0) | opcode])
+    n = len(payload)
+    if n < 126:
+        return head + bytes([n]) + payload
+    if n < 1 << 16:
+        return head + bytes([126]) + struct.pack("!H", n) + payload
+    return head + bytes([127]) + struct.pack("!Q", n) + payload
+
+
+def _check_websocket_client() -> None:
+    """Fail at import, with a clear message, if websocket-client's private frame reader no longer
+    behaves the way ``_CappedFrameBuffer`` relies on (it extends ``websocket._abnf.frame_buffer``).
+
+    Runs the real ``WebSocket.recv_data_frame`` path over a scripted byte stream: small, 16-bit
+    and fragmented text frames arriving one byte at a time with a timeout in the middle of a frame
+    (must resume), then an oversize header with no payload behind it (must be refused from the
+    header alone: reading on would hit the end of the stream)."""
+    problem = _websocket_client_problem()
+    if problem is not None:
+        raise ImportError(
+            f"kalshi.ws needs websocket-client's frame reader as of 1.9 (installed: "
+            f"{getattr(websocket, '__version__', '?')}): {problem}. Pin websocket-client==1.9.* "
+            "or update _CappedFrameBuffer in kalshi/ws.py."
+        )
+
+
+def _websocket_client_problem() -> str | None:
+    if not callable(getattr(getattr(websocket, "_logging", None), "isEnabledForTrace", None)):
+        return "websocket._logging.isEnabledForTrace is gone (used to keep auth headers out of traces)"
+    if not callable(getattr(websocket.WebSocket, "_recv", None)):
+        return "WebSocket._recv is gone"
+    big = b"x" * 300
+    stream = (
+        _ws_frame(ABNF.OPCODE_TEXT, b"hello")
+        + _ws_frame(ABNF.OPCODE_TEXT, big)
+        + _ws_frame(ABNF.OPCODE_TEXT, b"ab", fin=False)
+        + _ws_frame(ABNF.OPCODE_CONT, b"cd")
+        + b"\x81\x7e\x04\x00"  # header of a 1024-byte text frame, over the cap of 1000; no payload
+    )
+    pos = 0
+    timed_out = False
+
+    def trickle(_bufsize: int) -> bytes:
+        nonlocal pos, timed_out
+        if pos == 60 and not timed_out:  # inside the second frame's payload
+            timed_out = True
+            raise websocket.WebSocketTimeoutException("scripted timeout")
+        chunk = stream[pos : pos + 1]
+        pos += len(chunk)
+        return chunk
+
+    try:
+        ws = _CappedWebSocket(1000)
+        if type(getattr(ws, "frame_buffer", None)) is not _CappedFrameBuffer:
+            return "WebSocket no longer reads frames through its frame_buffer attribute"
+        ws.frame_buffer.recv = trickle
+        got = [ws.recv_data_frame(True)]
+        try:
+            ws.recv_data_frame(True)
+            return "a timeout inside a frame did not propagate"
+        except websocket.WebSocketTimeoutException:
+            pass
+        got += [ws.recv_data_frame(True), ws.recv_data_frame(True)]
+        result = [(op, f.data) for op, f in got]
+        if result != [(ABNF.OPCODE_TEXT, b"hello"), (ABNF.OPCODE_TEXT, big), (ABNF.OPCODE_TEXT, b"abcd")]:
+            return f"frames read back wrong: {safe_repr(result, 120)}"
+        try:
+            ws.recv_data_frame(True)
+            return "an oversize frame was not refused"
+        except _FrameTooBig as exc:
+            if exc.size != 1024:
+                return f"oversize frame reported as {exc.size} bytes, not 1024"
+    except Exception as exc:  # any other failure means the reader changed under us
+        return f"self-check raised {type(exc).__name__}: {safe_repr(str(exc), 120)}"
+    return None
+
+
+_check_websocket_client()
 
 
 # ----------------------------------------------------------------------------- internal state

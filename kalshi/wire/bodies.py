@@ -14,8 +14,6 @@ in a schema-drift counter (``deprecated_fields_seen()``) so drift shows up in st
 from __future__ import annotations
 
 import re
-import threading
-from collections import Counter
 from datetime import date
 from fractions import Fraction
 from typing import Any, Callable
@@ -24,7 +22,6 @@ import msgspec
 
 from ..fees import FEE_TYPES, parse_fee_multiplier
 from ..units import (
-    CENT,
     PRICE_ONE,
     UnitError,
     cents_to_price,
@@ -35,6 +32,7 @@ from ..units import (
     parse_signed_count,
 )
 from .errors import WireError
+from .legacy import DriftCounter, direction, legacy_cents_money, legacy_count
 
 __all__ = [
     "ApiErrorInfo",
@@ -104,24 +102,10 @@ __all__ = [
 
 # ---------------------------------------------------------------- schema drift counter
 
-_drift_lock = threading.Lock()
-_drift: Counter[str] = Counter()
-
-
-def _deprecated(name: str) -> None:
-    with _drift_lock:
-        _drift[name] += 1
-
-
-def deprecated_fields_seen() -> dict[str, int]:
-    """How often each legacy (era A/B) field was used because its modern twin was missing."""
-    with _drift_lock:
-        return dict(_drift)
-
-
-def reset_deprecated_fields() -> None:
-    with _drift_lock:
-        _drift.clear()
+_DRIFT = DriftCounter()
+_deprecated = _DRIFT.note
+deprecated_fields_seen = _DRIFT.seen  # {"<where>.<field>": times used because the modern twin was missing}
+reset_deprecated_fields = _DRIFT.reset
 
 
 # ---------------------------------------------------------------- field helpers
@@ -227,31 +211,16 @@ def _group(where: str) -> str:
     return re.sub(r"\[\d+\]", "", where)
 
 
-def _cents_money(value: object, field: str) -> int:
-    """Legacy integer cents money (may be negative) → money units."""
-    if type(value) is not int:
-        raise UnitError(field, value, "expected an integer number of cents")
-    if abs(value) > 10**15:
-        raise UnitError(field, value, "out of range")
-    return value * CENT
-
-
-def _signed_contracts(value: object, field: str) -> int:
-    if type(value) is not int:
-        raise UnitError(field, value, "expected an integer")
-    return contracts_to_count(value, field)
-
-
 def _price(d, key, where, legacy=None, required=True):
     return _fixed(d, key, where, parse_price, legacy, cents_to_price, required)
 
 
 def _count(d, key, where, legacy=None, required=True):
-    return _fixed(d, key, where, parse_count, legacy, contracts_to_count, required)
+    return _fixed(d, key, where, parse_count, legacy, legacy_count, required)
 
 
 def _money(d, key, where, legacy=None, required=True):
-    return _fixed(d, key, where, parse_money, legacy, _cents_money, required)
+    return _fixed(d, key, where, parse_money, legacy, legacy_cents_money, required)
 
 
 def _lenient_avg(d: dict[str, Any], key: str, where: str, parse: Callable[[object, str], int]) -> int | None:
@@ -543,7 +512,7 @@ def _levels(value: object, where: str) -> tuple[tuple[int, int], ...]:
             price = _unit(parse_price, raw_price, at, "price")
         if type(raw_count) is int:
             _deprecated(f"{_group(where)}.int_count")
-            count = _unit(contracts_to_count, raw_count, at, "count")
+            count = _unit(legacy_count, raw_count, at, "count")
         else:
             count = _unit(parse_count, raw_count, at, "count")
         if price <= 0 or price >= PRICE_ONE:
@@ -700,12 +669,12 @@ def decode_balance(obj: object) -> Balance:
     elif d.get("balance") is not None:
         # Integer cents, truncated: exact for cent-precision accounts, the only form before 2026-05-28.
         _deprecated("balance.balance")
-        balance = _unit(_cents_money, d["balance"], "balance", "balance")
+        balance = _unit(legacy_cents_money, d["balance"], "balance", "balance")
     else:
         raise WireError("balance.balance_dollars: required field missing")
     portfolio = _money(d, "portfolio_value_dollars", "balance", None, False)
     if portfolio is None and d.get("portfolio_value") is not None:
-        portfolio = _unit(_cents_money, d["portfolio_value"], "balance", "portfolio_value")
+        portfolio = _unit(legacy_cents_money, d["portfolio_value"], "balance", "portfolio_value")
     updated = _int(d, "updated_ts", "balance", False)
     return Balance(balance=balance, portfolio_value=portfolio, updated_ts_ms=None if updated is None else updated * 1000)
 
@@ -725,7 +694,7 @@ def _position(obj: object, where: str) -> Position:
     d = _obj(obj, where)
     return Position(
         ticker=_str(d, "ticker", where),
-        position=_fixed(d, "position_fp", where, parse_signed_count, "position", _signed_contracts),  # type: ignore[arg-type]
+        position=_fixed(d, "position_fp", where, parse_signed_count, "position", contracts_to_count),  # type: ignore[arg-type]
         market_exposure=_money(d, "market_exposure_dollars", where, "market_exposure", False) or 0,
         realized_pnl=_money(d, "realized_pnl_dollars", where, "realized_pnl", False) or 0,
         fees_paid=_money(d, "fees_paid_dollars", where, "fees_paid", False) or 0,
@@ -774,7 +743,6 @@ def decode_positions_page(obj: object) -> PositionsPage:
 # ---------------------------------------------------------------- orders
 
 ORDER_STATUSES = frozenset({"resting", "canceled", "executed", "pending"})
-_BOOK_SIDES = frozenset({"bid", "ask"})
 
 
 class Order(_Frozen):
@@ -801,25 +769,15 @@ class Order(_Frozen):
 
 
 def _direction(d: dict[str, Any], where: str) -> tuple[str, str]:
-    """(book_side, outcome_side) from V2 fields, else from legacy action/side (counted)."""
-    book = d.get("book_side")
-    outcome = d.get("outcome_side")
-    if book is not None:
-        if type(book) is not str or book not in _BOOK_SIDES:
-            raise WireError(f"{where}.book_side: expected 'bid' or 'ask'", book)
-        implied = "yes" if book == "bid" else "no"
-        if outcome is None:
-            outcome = implied
-        elif outcome != implied:
-            raise WireError(f"{where}.outcome_side: contradicts book_side", outcome)
-        return book, outcome
-    action, side = d.get("action"), d.get("side")
-    if action in ("buy", "sell") and side in ("yes", "no"):
+    """(book_side, outcome_side) from V2 fields, else from legacy action/side (counted when used)."""
+    book, outcome = d.get("book_side"), d.get("outcome_side")
+    try:
+        resolved = direction(book, outcome, d.get("side"), d.get("action"))
+    except UnitError as exc:
+        raise WireError(f"{where}.{exc}") from None
+    if book is None and outcome is None:
         _deprecated(f"{_group(where)}.action")
-        # buy YES / sell NO rest on the YES bid side; sell YES / buy NO on the ask side.
-        book = "bid" if (action == "buy") == (side == "yes") else "ask"
-        return book, "yes" if book == "bid" else "no"
-    raise WireError(f"{where}.book_side: required field missing")
+    return resolved
 
 
 def decode_order(obj: object, where: str = "order") -> Order:
@@ -942,7 +900,7 @@ def _cancel_result(obj: object, where: str) -> CancelOrderResult:
     reduced = d.get("reduced_by")
     if type(reduced) is int:
         _deprecated(f"{_group(where)}.reduced_by")
-        reduced_units = _unit(contracts_to_count, reduced, where, "reduced_by")
+        reduced_units = _unit(legacy_count, reduced, where, "reduced_by")
     elif reduced is not None:
         reduced_units = _unit(parse_count, reduced, where, "reduced_by")
     else:
@@ -1168,7 +1126,7 @@ def _settlement(obj: object, where: str) -> Settlement:
     if revenue is None:
         revenue_units = _money(d, "revenue_dollars", where, None)
     else:
-        revenue_units = _unit(_cents_money, revenue, where, "revenue")
+        revenue_units = _unit(legacy_cents_money, revenue, where, "revenue")
     return Settlement(
         ticker=_str(d, "ticker", where),
         event_ticker=_opt_str(d, "event_ticker", where),

@@ -19,7 +19,7 @@ Choices worth knowing:
 - Duplicate JSON keys: the last one wins (msgspec behaviour). Out-of-range numbers such as
   ``1e999`` are rejected in every field we read; fields we do not read are skipped unvalidated.
 - Legacy and deprecated fields seen are counted in ``deprecated_fields_seen()`` (schema-drift
-  signal; counts may undercount slightly when several threads decode at once).
+  signal; the converters and the counter are shared with ``bodies``, see ``wire.legacy``).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from ..units import (
     parse_signed_count,
 )
 from .errors import WireError
+from .legacy import DriftCounter, direction, legacy_count, modern_or_legacy
 
 __all__ = [
     "MAX_FRAME_BYTES",
@@ -251,22 +252,12 @@ class UnknownFrame(Frame, frozen=True, gc=False):
 
 
 # ---------------------------------------------------------------------------------------------
-# Schema-drift counter.
+# Schema-drift counter: every legacy/deprecated field present in a frame is counted.
 
-_DEPRECATED: dict[str, int] = {}
-
-
-def _seen(name: str) -> None:
-    _DEPRECATED[name] = _DEPRECATED.get(name, 0) + 1
-
-
-def deprecated_fields_seen() -> dict[str, int]:
-    """``{"<type>.<field>": times seen}`` for legacy/deprecated fields decoded so far."""
-    return dict(_DEPRECATED)
-
-
-def reset_deprecated_fields() -> None:
-    _DEPRECATED.clear()
+_DRIFT = DriftCounter()
+_seen = _DRIFT.note
+deprecated_fields_seen = _DRIFT.seen  # {"<type>.<field>": times present in a decoded frame}
+reset_deprecated_fields = _DRIFT.reset
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,49 +337,35 @@ def _signed(text: str, field: str) -> int:
     return value
 
 
-def _pick_count(fp: str | None, legacy: int | None, field: str, where: str) -> int | None:
-    """Era-C ``<field>_fp`` string, else legacy integer contracts (counted as deprecated)."""
+def _pick(modern, legacy, parse, legacy_parse, modern_field: str, field: str, where: str):
+    """Era-C field, else its legacy integer twin; the legacy field is counted whenever present."""
     if legacy is not None:
         _seen(f"{where}.{field}")
-    if fp is not None:
-        return _count(fp, field + "_fp")
-    if legacy is not None:
-        if legacy < 0:
-            raise UnitError(field, legacy, "must not be negative")
-        return contracts_to_count(legacy, field)
-    return None
+    return modern_or_legacy(modern, legacy, parse, legacy_parse, modern_field, field)
+
+
+def _pick_count(fp: str | None, legacy: int | None, field: str, where: str) -> int | None:
+    """``<field>_fp`` contracts, else legacy integer contracts (non-negative)."""
+    return _pick(fp, legacy, _count, legacy_count, field + "_fp", field, where)
+
+
+def _pick_signed(fp: str | None, legacy: int | None, field: str, where: str) -> int | None:
+    """Signed ``<field>_fp`` (positions, deltas), else legacy signed integer contracts."""
+    return _pick(fp, legacy, _signed, contracts_to_count, field + "_fp", field, where)
 
 
 def _pick_price(dollars: str | None, cents: int | None, field: str, where: str) -> int | None:
     """``<field>_dollars`` in the open range (0, 1), else legacy integer cents."""
-    if cents is not None:
-        _seen(f"{where}.{field}")
-    if dollars is not None:
-        return _book_price(dollars, field + "_dollars")
-    if cents is not None:
-        return _book_cents(cents, field)
-    return None
+    return _pick(dollars, cents, _book_price, _book_cents, field + "_dollars", field, where)
 
 
 def _pick_quote(dollars: str | None, cents: int | None, field: str, where: str) -> int | None:
     """Like ``_pick_price`` but 0 and 1 are allowed (ticker quotes, settlement values)."""
-    if cents is not None:
-        _seen(f"{where}.{field}")
-    if dollars is not None:
-        return parse_price(dollars, field + "_dollars")
-    if cents is not None:
-        return cents_to_price(cents, field)
-    return None
+    return _pick(dollars, cents, parse_price, cents_to_price, field + "_dollars", field, where)
 
 
 def _pick_money(dollars: str | None, centicents: int | None, field: str, where: str) -> int | None:
-    if centicents is not None:
-        _seen(f"{where}.{field}")
-    if dollars is not None:
-        return parse_money(dollars, field + "_dollars")
-    if centicents is not None:
-        return centicents_to_money(centicents, field)
-    return None
+    return _pick(dollars, centicents, parse_money, centicents_to_money, field + "_dollars", field, where)
 
 
 def _need(value, field: str):
@@ -410,21 +387,13 @@ def _ts_ms(ts_ms: int | None, ts: int | None, seen_as: str) -> int | None:
 def _direction(
     outcome: str | None, book: str | None, side: str | None, action: str | None, where: str
 ) -> tuple[str, str]:
-    """New ``outcome_side``/``book_side``, else derived from deprecated ``side`` + ``action``:
-    buy yes / sell no → (yes, bid); buy no / sell yes → (no, ask)."""
+    """(outcome_side, book_side); deprecated ``side``/``action`` are counted when present."""
     if side is not None:
         _seen(f"{where}.side")
     if action is not None:
         _seen(f"{where}.action")
-    if outcome is not None and book is not None:
-        return outcome, book
-    if side is not None and action in ("buy", "sell"):
-        yes = (side == "yes") == (action == "buy")
-        derived = ("yes", "bid") if yes else ("no", "ask")
-        if (outcome is not None and outcome != derived[0]) or (book is not None and book != derived[1]):
-            raise UnitError("outcome_side", outcome, "disagrees with side/action")
-        return derived
-    raise UnitError("outcome_side" if outcome is None else "book_side", None, "missing")
+    book, outcome = direction(book, outcome, side, action)
+    return outcome, book
 
 
 # ---------------------------------------------------------------------------------------------
@@ -539,22 +508,14 @@ def _levels(fp, dollars, cents, side: str) -> tuple[tuple[int, int], ...]:
         out = [(bp(p) or _book_price(p, field), cn(c) or _count(c, field)) for p, c in fp]
     elif dollars is not None:
         _seen(f"orderbook_snapshot.{side}_dollars")
+        field = f"{side}_dollars"
         out = [
-            (
-                _book_price(p, f"{side}_dollars"),
-                contracts_to_count(c, f"{side}_dollars") if type(c) is int else _count(c, f"{side}_dollars"),
-            )
+            (_book_price(p, field), legacy_count(c, field) if type(c) is int else _count(c, field))
             for p, c in dollars
         ]
-        for _, c in out:
-            if c < 0:
-                raise UnitError(f"{side}_dollars", c, "negative size")
     elif cents is not None:
         _seen(f"orderbook_snapshot.{side}")
-        out = [(_book_cents(p, side), contracts_to_count(c, side)) for p, c in cents]
-        for _, c in out:
-            if c < 0:
-                raise UnitError(side, c, "negative size")
+        out = [(_book_cents(p, side), legacy_count(c, side)) for p, c in cents]
     else:
         return ()
     last = -1
@@ -624,16 +585,9 @@ class _DeltaEnv(_W, tag_field="type", tag="orderbook_delta"):
             price = _need(_pick_price(m.price_dollars, m.price, "price", "orderbook_delta"), "price_dollars")
         delta = _SIGNED.get(m.delta_fp)  # type: ignore[arg-type]
         if delta is None or m.delta is not None:
-            if m.delta is not None:
-                _seen("orderbook_delta.delta")
-            if m.delta_fp is not None:
-                delta = _signed(m.delta_fp, "delta_fp")
-            elif m.delta is not None:
-                delta = contracts_to_count(m.delta, "delta")
-            else:
-                raise UnitError("delta_fp", None, "missing")
+            delta = _need(_pick_signed(m.delta_fp, m.delta, "delta", "orderbook_delta"), "delta_fp")
         if m.ts is not None:
-            _DEPRECATED["orderbook_delta.ts"] = _DEPRECATED.get("orderbook_delta.ts", 0) + 1
+            _seen("orderbook_delta.ts")
         ticker = _TICKERS.get(m.market_ticker) or _ticker(m.market_ticker)
         coid = m.client_order_id
         return OrderbookDelta(
@@ -691,14 +645,10 @@ class _TradeEnv(_W, tag_field="type", tag="trade"):
             raise UnitError("count_fp", m.count_fp, "trade count must be positive")
         side = m.taker_outcome_side
         if m.taker_side is not None:
-            _DEPRECATED["trade.taker_side"] = _DEPRECATED.get("trade.taker_side", 0) + 1
+            _seen("trade.taker_side")
             if side is None:
                 side = m.taker_side
-        ts_ms = m.ts_ms
-        if m.ts is not None:
-            _DEPRECATED["trade.ts"] = _DEPRECATED.get("trade.ts", 0) + 1
-            if ts_ms is None:
-                ts_ms = m.ts * 1000
+        ts_ms = _ts_ms(m.ts_ms, m.ts, "trade.ts")
         trade_id = m.trade_id
         if not (trade_id.isascii() and trade_id.isprintable()):
             raise UnitError("trade_id", trade_id, "not printable ASCII")
@@ -751,14 +701,7 @@ class _FillEnv(_W, tag_field="type", tag="fill"):
         count = _need(_pick_count(m.count_fp, m.count, "count", "fill"), "count_fp")
         if count <= 0:
             raise UnitError("count_fp", m.count_fp, "fill count must be positive")
-        if m.post_position is not None:
-            _seen("fill.post_position")
-        if m.post_position_fp is not None:
-            post = _signed(m.post_position_fp, "post_position_fp")
-        elif m.post_position is not None:
-            post = contracts_to_count(m.post_position, "post_position")
-        else:
-            post = None
+        post = _pick_signed(m.post_position_fp, m.post_position, "post_position", "fill")
         return Fill(
             self.sid,
             self.seq,
@@ -799,19 +742,11 @@ class _PositionEnv(_W, tag_field="type", tag="market_position"):
     def to_frame(self) -> Frame:
         m = self.msg
         where = "market_position"
-        if m.position is not None:
-            _seen(f"{where}.position")
-        if m.position_fp is not None:
-            position = _signed(m.position_fp, "position_fp")
-        elif m.position is not None:
-            position = contracts_to_count(m.position, "position")
-        else:
-            raise UnitError("position_fp", None, "missing")
         return MarketPosition(
             self.sid,
             self.seq,
             _ticker(m.market_ticker),
-            position,
+            _need(_pick_signed(m.position_fp, m.position, "position", where), "position_fp"),
             _need(_pick_money(m.position_cost_dollars, m.position_cost, "position_cost", where), "position_cost_dollars"),
             _need(_pick_money(m.realized_pnl_dollars, m.realized_pnl, "realized_pnl", where), "realized_pnl_dollars"),
             _need(_pick_money(m.fees_paid_dollars, m.fees_paid, "fees_paid", where), "fees_paid_dollars"),

@@ -376,6 +376,34 @@ def test_drift_counter_is_thread_safe():
     assert B.deprecated_fields_seen()["trades.count"] == 4 * 20 * 50
 
 
+@pytest.mark.parametrize(
+    "decode, body, field",
+    [
+        (B.decode_orderbook, {"orderbook": {"yes": [[45, -5]], "no": None}}, "orderbook.yes[0].count"),
+        (B.decode_trades_page, {"cursor": "", "trades": [{"trade_id": "t", "ticker": "T", "count": -3,
+                                "yes_price": 50, "taker_side": "yes", "created_time": "2025-01-01T00:00:00Z"}]},
+         "trades[0].count"),
+        (B.decode_cancel_order, {"order_id": "o", "reduced_by": -2}, "cancel_order.reduced_by"),
+        (B.decode_balance, {"balance": 10**16}, "balance.balance"),
+    ],
+)
+def test_legacy_integers_out_of_range_are_refused(decode, body, field):
+    # A negative legacy size/count must not become a negative book level or trade size.
+    with pytest.raises(WireError, match=re.escape(field)):
+        decode(body)
+
+
+def test_outcome_side_alone_implies_the_book_side():
+    order = B.decode_order({**GOOD_ORDER, "book_side": None, "outcome_side": "no"})
+    assert (order.book_side, order.outcome_side) == ("ask", "no")
+    assert B.deprecated_fields_seen() == {}
+
+
+def test_legacy_signed_position_stays_signed():
+    page = B.decode_positions_page({"cursor": "", "market_positions": [{"ticker": "T", "position": -3}]})
+    assert page.positions[0].position == -300
+
+
 # ---------------------------------------------------------------- wrong shapes name the field
 
 
@@ -394,6 +422,9 @@ GOOD_ORDER = {"order_id": "o", "ticker": "T", "status": "resting", "book_side": 
         ({"status": "weird"}, "order.status"),
         ({"book_side": "buy"}, "order.book_side"),
         ({"book_side": "bid", "outcome_side": "no"}, "order.outcome_side"),
+        ({"book_side": "bid", "side": "no", "action": "buy"}, "order.book_side"),  # V2 vs legacy conflict
+        ({"book_side": None, "outcome_side": "maybe"}, "order.outcome_side"),
+        ({"book_side": None}, "order.book_side"),
         ({"created_time": "yesterday"}, "order.created_time"),
         ({"ticker": 5}, "order.ticker"),
     ],

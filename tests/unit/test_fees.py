@@ -130,8 +130,12 @@ def test_bad_schedule():
         taker_fee(ONE, PRICE_ONE + 1)
     with pytest.raises(ValueError):
         taker_fee(ONE, -1)
+    with pytest.raises(ValueError):  # a flat fee is checked too: never a negative fee
+        FeeSchedule("flat").taker(-ONE, 5000)
+    with pytest.raises(ValueError):
+        FeeSchedule("flat").taker(ONE, PRICE_ONE + 1)
 
 
-# Found while testing; the lead owns kalshi/fees.py (fix recommended in H2's report).
 def test_float_multiplier_in_constructor():
+    # A JSON number passed straight to the constructor is made exact, as from_series does.
     assert FeeSchedule("quadratic", 0.5).taker(ONE, 5200) == 88  # type: ignore[arg-type]

@@ -177,6 +177,12 @@ def test_fill():
     assert (f.outcome_side, f.book_side, f.fee, f.client_order_id, f.post_position) == ("no", "ask", None, None, -300)
     msg.update(side="no", action="sell")
     assert decode_frame(frame(dict(FILL, msg=msg))).outcome_side == "yes"
+    # outcome_side alone implies the book side (bid buys YES, ask buys NO)
+    msg = {k: v for k, v in FILL["msg"].items() if k not in ("book_side", "side", "action")}
+    msg.update(outcome_side="no")
+    assert (lambda f: (f.outcome_side, f.book_side))(decode_frame(frame(dict(FILL, msg=msg)))) == ("no", "ask")
+    with pytest.raises(WireError, match="disagrees with side/action"):
+        decode_frame(frame(dict(FILL, msg=dict(FILL["msg"], action="sell"))))
 
 
 def test_market_position():
@@ -328,6 +334,32 @@ def test_legacy_trade_fill_position_ticker_order():
     seen = deprecated_fields_seen()
     assert seen["trade.yes_price"] >= 1 and seen["fill.post_position"] >= 1 and seen["market_position.position_cost"] >= 1
     assert seen["ticker.yes_bid"] >= 1 and seen["user_order.action"] >= 1
+
+
+def test_drift_counter_counts_exactly_across_threads():
+    import threading
+
+    reset_deprecated_fields()
+    data = frame({"type": "orderbook_delta", "sid": 1, "seq": 1, "msg": {
+        "market_ticker": T, "price_dollars": "0.5200", "delta_fp": "1.00", "side": "yes",
+        "ts": "2026-06-11T06:29:47.354803Z", "ts_ms": 1}})
+    threads = [threading.Thread(target=lambda: [decode_frame(data) for _ in range(2000)]) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert deprecated_fields_seen() == {"orderbook_delta.ts": 8000}
+    reset_deprecated_fields()
+
+
+@pytest.mark.parametrize("msg", [
+    {"type": "orderbook_snapshot", "sid": 1, "seq": 1, "msg": {"market_ticker": T, "yes": [[8, -300]]}},
+    {"type": "orderbook_snapshot", "sid": 1, "seq": 1, "msg": {"market_ticker": T, "yes_dollars": [["0.0800", -3]]}},
+    {"type": "ticker", "sid": 3, "msg": {"market_ticker": T, "volume": -1, "ts": 1}},
+])
+def test_legacy_negative_sizes_are_refused(msg):
+    with pytest.raises(WireError, match="must not be negative"):
+        decode_frame(frame(msg))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -257,3 +257,12 @@ def test_very_long_digit_string_is_a_unit_error():
 def test_negative_zero_rejected_by_unsigned_parsers():
     with pytest.raises(UnitError):
         parse_price("-0.0000", "price")
+
+
+@pytest.mark.parametrize("call", [
+    lambda: format_price(5200.0), lambda: format_money(175.0), lambda: format_count(True),
+    lambda: notional(100, 52.0), lambda: notional(1.5, 5200),
+], ids=["price", "money", "count-bool", "notional-price", "notional-count"])
+def test_floats_are_refused_where_units_are_formatted_or_multiplied(call):
+    with pytest.raises(TypeError, match="int in fixed-point units"):
+        call()

@@ -1174,3 +1174,50 @@ def test_reconnect_churn_leaks_no_file_descriptors(server, make_client):
     delays = [e.retry_in_s for e in rec.of(WsDisconnected) if e.will_retry]
     assert len(delays) == 10 and max(delays) <= 0.02
     assert _open_fds() <= before
+
+
+# ------------------------------------------------- the private frame reader kalshi.ws extends
+
+
+def test_websocket_client_self_check_passes_on_the_installed_version():
+    import kalshi.ws as ws_module
+
+    assert ws_module._websocket_client_problem() is None
+
+
+def _breaks_resume(original):
+    # A plausible upstream change: forget the parsed header when a read times out mid-frame.
+    def recv_frame(self):
+        try:
+            return original(self)
+        except Exception:
+            self.clear()
+            raise
+
+    return recv_frame
+
+
+def _reads_header_directly(self):
+    # A plausible upstream change: the header read bypasses recv_strict (and so the read-ahead).
+    data = self.recv(2)
+    self.header = (1, 0, 0, 0, data[0] & 0x0F, 0, data[1] & 0x7F) if len(data) == 2 else None
+
+
+@pytest.mark.parametrize("change", ["resume", "header", "attribute", "trace"])
+def test_websocket_client_changes_fail_loudly_at_import(monkeypatch, change):
+    import websocket
+    from websocket._abnf import frame_buffer
+
+    import kalshi.ws as ws_module
+
+    if change == "resume":
+        monkeypatch.setattr(frame_buffer, "recv_frame", _breaks_resume(frame_buffer.recv_frame))
+    elif change == "header":
+        monkeypatch.setattr(frame_buffer, "recv_header", _reads_header_directly)
+    elif change == "attribute":
+        monkeypatch.setattr(websocket.WebSocket, "recv_frame", lambda self: self._frames.recv_frame())
+    else:
+        monkeypatch.delattr(websocket._logging, "isEnabledForTrace")
+    assert ws_module._websocket_client_problem()
+    with pytest.raises(ImportError, match=r"websocket-client.*Pin websocket-client==1\.9"):
+        ws_module._check_websocket_client()
