@@ -78,6 +78,10 @@ def build_parser(prog: str = "main.py exchange") -> argparse.ArgumentParser:
     p.add_argument("--flow", choices=("calm", "firehose", "off"), default="calm", help="synthetic order flow")
     p.add_argument("--no-rate-limits", dest="rate_limits", action="store_false", help="disable the token buckets")
     p.add_argument("--tier", choices=sorted(TIERS), default="basic", help="rate-limit tier (default basic)")
+    p.add_argument("--ws-max-markets", type=_positive, default=None, metavar="N",
+                   help="markets per WS subscription before error 26 (default: no limit)")
+    p.add_argument("--ws-commands-per-s", type=_positive, default=None, metavar="N",
+                   help="WS commands per second per connection before error 27 (default: no limit)")
     p.add_argument("--log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return p
 
@@ -95,7 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ex = LocalExchange(
             host=args.host, port=args.port, seed=args.seed, markets=args.markets, state_file=args.state,
             api_keys=dict(args.api_keys), start_balance=args.start_balance, flow=args.flow,
-            rate_limits=args.rate_limits, tier=args.tier,
+            rate_limits=args.rate_limits, tier=args.tier, ws_max_markets_per_sub=args.ws_max_markets,
+            ws_commands_per_s=args.ws_commands_per_s,
         )
         try:
             ex.start()

@@ -22,7 +22,9 @@ Choices where Kalshi's documents are silent (kept in one place so they are easy 
 - ``last_update_reason`` for a user cancel is "Cancel" and for an order-group trigger
   "OrderGroupCancel" (neither is in Kalshi's list, which has no entry for these cases).
 - Lifecycle: closed at close_time, determined ``settlement_timer_s`` later, finalized (paid)
-  another ``settlement_timer_s`` later.
+  another ``settlement_timer_s`` later, and forgotten ``finalized_retention_s`` after that (404, as if
+  moved to Kalshi's /historical), so memory stays bounded on a long run. Users' settlement rows,
+  positions, orders and fills stay.
 - ``event_owner``: while a listener runs for an orderbook_delta that carries ``client_order_id``,
   this attribute names the user whose order caused it (the server strips the id for everyone else).
 """
@@ -33,7 +35,7 @@ import heapq
 import random
 import uuid
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable
 
 from kalshi.fees import FeeSchedule
@@ -93,12 +95,17 @@ class EngineConfig:
     settlement_timer_s: int = 60  # closed → determined, and determined → finalized
     flow: FlowConfig = field(default_factory=FlowConfig)
     trade_history_per_market: int = 5_000  # older public trades are dropped (Kalshi moves them to /historical)
+    # finalized markets (and their events and trade history) are forgotten this long after settlement, so a
+    # long run keeps a bounded number of markets; users' settlement rows, positions and orders stay
+    finalized_retention_s: int = 6 * 3600
 
     def __post_init__(self) -> None:
         if self.dedupe_client_order_ids not in ("all", "open"):
             raise ValueError("dedupe_client_order_ids must be 'all' or 'open'")
         if self.n_markets < 1 or self.market_duration_s < 1 or self.settlement_timer_s < 0:
             raise ValueError("n_markets and market_duration_s must be ≥ 1, settlement_timer_s ≥ 0")
+        if self.finalized_retention_s < 0 or self.trade_history_per_market < 1:
+            raise ValueError("finalized_retention_s must be ≥ 0 and trade_history_per_market ≥ 1")
         if self.fee_rounding_unit not in (1, 100):
             raise ValueError("fee_rounding_unit must be 1 or 100")
 
@@ -140,6 +147,7 @@ class Engine:
         self.markets: dict[str, Market] = {}
         self.slots: list[str] = []  # ticker of the active market in each slot
         self.live: list[str] = []  # markets not yet finalized
+        self.finalized: deque[str] = deque()  # finalized markets not yet pruned, oldest first
         self.orders: dict[str, Order] = {}
         self.accounts: dict[str, Account] = {}
         self.trades: deque[tuple] = deque(maxlen=config.trade_history_per_market * 4)
@@ -163,6 +171,13 @@ class Engine:
         if acct is None:
             acct = self.accounts[user_id] = Account(user_id, cash, True)
         return acct
+
+    def set_flow(self, flow: FlowConfig) -> None:
+        """Pause (a disabled config), resume or retune the synthetic flow from now on; persisted."""
+        if not isinstance(flow, FlowConfig):
+            raise TypeError("flow must be a FlowConfig")
+        self.config = replace(self.config, flow=flow)
+        self.flow.reconfigure(flow, self.now_ms)
 
     def add_listener(self, fn: Listener) -> None:
         self._listeners.append(fn)
@@ -354,6 +369,38 @@ class Engine:
             if m.status == "determined" and now_ms >= m.finalize_ms:
                 self._finalize_market(m, now_ms)
                 self.live.remove(ticker)
+                self.finalized.append(ticker)
+        self._prune(now_ms)
+
+    def _prune(self, now_ms: int) -> None:
+        """Forget markets finalized more than ``finalized_retention_s`` ago (Kalshi moves them to /historical):
+        the market, its event when it has no other market, its trade history and the synthetic traders'
+        positions in it. Users' settlement rows, positions, orders and fills are kept; they are small and
+        only grow with what the users themselves do."""
+        keep_ms = self.config.finalized_retention_s * 1000
+        done = self.finalized
+        while done:
+            m = self.markets.get(done[0])
+            if m is not None and (m.settled_ms or 0) + keep_ms > now_ms:
+                return
+            ticker = done.popleft()
+            if m is None:
+                continue
+            del self.markets[ticker]
+            self.market_trades.pop(ticker, None)
+            ev = self.events.get(m.event_ticker)
+            if ev is not None:
+                ev["markets"] = [t for t in ev["markets"] if t != ticker]
+                if not ev["markets"]:
+                    del self.events[m.event_ticker]
+            for acct in self.accounts.values():
+                if acct.is_flow:
+                    acct.positions.pop(ticker, None)
+
+    def event_of(self, ticker: str) -> str:
+        """The event ticker of a market, also after the market was pruned (tickers are "<event>-T<strike>")."""
+        m = self.markets.get(ticker)
+        return m.event_ticker if m is not None else ticker.rpartition("-")[0]
 
     def _close_market(self, m: Market, now_ms: int) -> None:
         m.status = "closed"
@@ -939,6 +986,8 @@ class Engine:
                         side.add(o, price)
         eng.slots = list(state["slots"])
         eng.live = list(state["live"])
+        done = sorted((m for m in eng.markets.values() if m.status == "finalized"), key=lambda m: (m.settled_ms or 0, m.seq))
+        eng.finalized = deque(m.ticker for m in done)
         eng.accounts = {d["user"]: Account.from_dict(d) for d in state["accounts"]}
         eng.trades = deque((tuple(t) for t in state["trades"]), maxlen=eng.config.trade_history_per_market * 4)
         for ticker in eng.markets:

@@ -11,7 +11,7 @@ import base64
 import binascii
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
-from kalshi.units import COUNT_ONE, UnitError, format_count, format_money, parse_count, parse_price
+from kalshi.units import COUNT_ONE, PRICE_ONE, UnitError, format_count, format_money, parse_count, parse_price
 
 from . import engine_shapes as shapes
 from .engine_model import ExchangeError, Market, Order
@@ -23,6 +23,8 @@ Query = dict[str, list[str]]
 MAX_LIMIT = 1000
 MAX_BATCH = 20
 ORDERBOOK_MAX_DEPTH = 100
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # Go's int64: anything outside fails to unmarshal
+MAX_EXPIRATION_S = 253_402_300_799  # 9999-12-31T23:59:59Z
 
 TIFS = ("good_till_canceled", "immediate_or_cancel", "fill_or_kill")
 STPS = ("taker_at_cross", "maker")
@@ -166,7 +168,7 @@ def _typecheck(body: object, struct: str, fields: dict[str, str]) -> dict:
         ok = (
             (want == "string" and isinstance(value, str))
             or (want == "bool" and isinstance(value, bool))
-            or (want == "int64" and isinstance(value, int) and not isinstance(value, bool))
+            or (want == "int64" and isinstance(value, int) and not isinstance(value, bool) and INT64_MIN <= value <= INT64_MAX)
             or (want == "array" and isinstance(value, list))
         )
         if not ok:
@@ -193,6 +195,17 @@ DECREASE_FIELDS = {"reduce_by": "string", "reduce_to": "string", "market_ticker"
 
 def _invalid(details: str) -> ExchangeError:
     return ExchangeError(400, "invalid_order", details=details)
+
+
+def _expiration_ms(eng: "Engine", seconds: int) -> int:
+    """``expiration_time`` (Unix seconds) in ms; in the past or past year 9999 is invalid (an order that
+    can never be shown as a timestamp would break every later listing of it)."""
+    if seconds > MAX_EXPIRATION_S:
+        raise _invalid("expiration_time is too far in the future")
+    exp_ms = seconds * 1000
+    if exp_ms <= eng.now_ms:
+        raise _invalid("expiration_time is in the past")
+    return exp_ms
 
 
 def _price(m: Market, text: object) -> int:
@@ -252,9 +265,7 @@ def create_order(eng: "Engine", user: str, body: object) -> Order:
     if exp:
         if tif != "good_till_canceled":
             raise _invalid("expiration_time is only allowed with good_till_canceled")
-        exp_ms = exp * 1000
-        if exp_ms <= eng.now_ms:
-            raise _invalid("expiration_time is in the past")
+        exp_ms = _expiration_ms(eng, exp)
     reduce_only = bool(b.get("reduce_only"))
     if reduce_only and tif != "immediate_or_cancel":
         raise _invalid("reduce_only requires immediate_or_cancel")
@@ -587,7 +598,7 @@ def get_balance(eng, query, body, user):
     for p in acct.positions.values():
         if p.q and not p.settled:
             m = eng.markets[p.ticker]
-            mark = m.last_price if p.q > 0 else 10_000 - m.last_price
+            mark = m.last_price if p.q > 0 else PRICE_ONE - m.last_price
             value += abs(p.q) * mark // COUNT_ONE if m.last_price else p.exposure
     return 200, {
         "balance": available // 100,  # integer cents, truncated
@@ -662,7 +673,7 @@ def get_orders(eng, query, body, user):
             o = eng.orders[oid]
             if status and o.status != status or ticker and o.ticker != ticker:
                 continue
-            if events and eng.markets[o.ticker].event_ticker not in events:
+            if events and eng.event_of(o.ticker) not in events:
                 continue
             if not _in_range(o.created_ms, lo, hi):
                 continue
@@ -846,9 +857,7 @@ def amend_order(eng, query, body, user, order_id):
         if not raw:
             exp = None
         else:
-            exp = raw * 1000
-            if exp <= eng.now_ms:
-                raise _invalid("expiration_time is in the past")
+            exp = _expiration_ms(eng, raw)
     o = eng.amend(user, order_id, price, total, new_cid, exp)
     out = shapes.create_response(o, eng.now_ms)
     out.setdefault("client_order_id", "")

@@ -20,10 +20,16 @@ bodies, every field optional unless marked; answers ``{"ok": true, ...}`` or 400
 ``POST /_control/rest/lost_response``           ``{"count":1,"method":"POST","path_prefix":"/portfolio/events/orders",
                                                 "mode":"drop"|"delay","delay_ms":30000}``: run the call, then drop the
                                                 connection unanswered (``drop``) or answer only after ``delay_ms``
-``POST /_control/rest/flood_429``               ``{"seconds":30}``: every REST call answers 429 for that long (0 stops)
+``POST /_control/rest/flood_429``               ``{"seconds":30,"writes_only":false}``: every REST call (every write, reads
+                                                still served, if ``writes_only``) answers 429 for that long (0 stops)
 ``POST /_control/rest/slow``                    ``{"delay_ms":500}``: delay every REST answer (0 stops)
 ``POST /_control/rest/trickle``                 ``{"count":1,"chunk_bytes":8,"interval_ms":200,"method":..,"path_prefix":..}``
                                                 send the next matching answers a few bytes at a time (slowloris)
+``POST /_control/rest/error_2xx``               F20 ``{"count":1,"status":201,"method":"POST","path_prefix":"/portfolio/events/orders",
+                                                "execute":false}``: the next matching calls answer ``status`` (200/201) with
+                                                ``{"error": {...}}`` and no payload; the call runs only if ``execute``
+``POST /_control/rest/pagination_loop``         F21 ``{"count":null|N,"path_prefix":null}``: list GETs (answers with a
+                                                ``cursor``) return the same non-empty cursor, for N answers or until reset
 ``POST /_control/clock``                        ``{"skew_ms":90000}``: shift the exchange clock (Date header, auth window)
 ``POST /_control/ws/drop``                      ``{"after_snapshots":null|N}``: drop every WS connection now, or the next
                                                 connection that has sent N orderbook snapshots (mid-snapshot drop)
@@ -35,7 +41,15 @@ bodies, every field optional unless marked; answers ``{"ok": true, ...}`` or 400
 ``POST /_control/ws/bad_frame``                 ``{"kind":"malformed"|"binary"|"invalid_utf8"|"oversized"}`` (oversized = 2 MiB
                                                 text frame) to every connection
 ``POST /_control/ws/error25``                   ``{"sid":null|N}``: send error 25 and end that subscription (all if null)
+``POST /_control/ws/duplicate``                 F04/F05 ``{"channel":"trade"|"fill"|...,"count":1}``: the next ``count`` events
+                                                of that channel are sent twice to every subscriber (a seq'd channel
+                                                gives the copy the next seq: a genuine re-send, not a seq fault)
+``POST /_control/flow``                         ``{"flow":"off"|"calm"|"firehose"}``: pause / resume / retune the synthetic
+                                                flow (added by the server: not a fault, same loopback rule)
 =============================================  ==========================================================
+
+The cursor F21 returns (``LOOP_CURSOR``) does not decode, so the engine reads it as "from the start":
+a client that follows it gets the first page again, forever.
 """
 
 from __future__ import annotations
@@ -50,13 +64,20 @@ from typing import Any, Callable, Protocol
 
 from aiohttp import web
 
-__all__ = ["FaultInjector", "ThreadSafeFaults", "control_routes", "is_loopback_peer", "REST_PREFIX"]
+__all__ = [
+    "FaultInjector", "ThreadSafeFaults", "control_routes", "control_route", "only", "is_loopback_peer", "REST_PREFIX",
+    "ERROR_2XX_BODY", "LOOP_CURSOR",
+]
 
 log = logging.getLogger("kalshi.exchange.faults")
 
 REST_PREFIX = "/trade-api/v2"
 SEQ_FAULTS = ("skip", "duplicate", "reorder")
 BAD_FRAMES = ("malformed", "binary", "invalid_utf8", "oversized")
+# F20: what a success status carrying an error looks like (the Auramaur trap): no order in it.
+ERROR_2XX_BODY = {"error": {"code": "internal_server_error", "message": "order could not be confirmed",
+                            "service": "exchange"}}
+LOOP_CURSOR = "cGFnaW5hdGlvbi1sb29w"  # F21: non-empty, never advances
 
 
 class WsHub(Protocol):
@@ -67,6 +88,7 @@ class WsHub(Protocol):
     def set_stalled(self, stalled: bool) -> None: ...
     def send_bad_frame(self, kind: str) -> int: ...
     def overflow_subscriptions(self, sid: int | None) -> int: ...
+    def duplicate_events(self, channel: str, count: int) -> None: ...
     def save_state(self) -> bool: ...
     def clear_faults(self) -> None: ...
 
@@ -83,9 +105,9 @@ def _norm_prefix(prefix: str | None) -> str | None:
 
 @dataclass(slots=True)
 class _Rule:
-    """Applies to the next ``remaining`` REST calls matching method and path prefix."""
+    """Applies to the next ``remaining`` REST calls matching method and path prefix (None: until reset)."""
 
-    remaining: int
+    remaining: int | None
     method: str | None = None
     path_prefix: str | None = None
     status: int = 500
@@ -93,6 +115,7 @@ class _Rule:
     delay_ms: int = 0
     chunk_bytes: int = 8
     interval_ms: int = 200
+    execute: bool = False
 
     def matches(self, method: str, path: str) -> bool:
         if self.method is not None and self.method != method:
@@ -127,7 +150,10 @@ class FaultInjector:
         self._fail: list[_Rule] = []
         self._lost: list[_Rule] = []
         self._trickle: list[_Rule] = []
+        self._error_2xx: list[_Rule] = []
+        self._pagination: list[_Rule] = []
         self._flood_until = 0.0
+        self._flood_writes_only = False
         self.slow_ms = 0
         self.clock_skew_ms = 0
 
@@ -162,11 +188,14 @@ class FaultInjector:
                   delay_ms=_positive_int(delay_ms, "delay_ms", allow_zero=True))
         )
 
-    def flood_429(self, seconds: float) -> None:
-        """Answer every REST call with 429 for ``seconds`` (0 ends a flood)."""
+    def flood_429(self, seconds: float, writes_only: bool = False) -> None:
+        """Answer every REST call (only writes if ``writes_only``: F08) with 429 for ``seconds`` (0 ends a flood)."""
         if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not 0 <= seconds <= 3600:
             raise ValueError("seconds must be a number in [0, 3600]")
+        if type(writes_only) is not bool:
+            raise ValueError("writes_only must be a boolean")
         self._flood_until = self._clock() + seconds if seconds else 0.0
+        self._flood_writes_only = writes_only
 
     def slow_responses(self, delay_ms: int) -> None:
         """Delay every REST answer by ``delay_ms`` (0 ends it)."""
@@ -181,6 +210,26 @@ class FaultInjector:
             _Rule(_positive_int(count, "count"), _method(method), _norm_prefix(path_prefix),
                   chunk_bytes=_positive_int(chunk_bytes, "chunk_bytes"), interval_ms=_positive_int(interval_ms, "interval_ms", True))
         )
+
+    def error_2xx(
+        self, count: int = 1, status: int = 201, method: str | None = "POST",
+        path_prefix: str | None = "/portfolio/events/orders", execute: bool = False,
+    ) -> None:
+        """F20: the next ``count`` matching calls answer ``status`` (200/201) with an error object and no
+        payload. The call itself runs only when ``execute`` (the order then exists but was never reported)."""
+        if status not in (200, 201):
+            raise ValueError("status must be 200 or 201")
+        if type(execute) is not bool:
+            raise ValueError("execute must be a boolean")
+        self._error_2xx.append(
+            _Rule(_positive_int(count, "count"), _method(method), _norm_prefix(path_prefix), status=status, execute=execute)
+        )
+
+    def pagination_loop(self, count: int | None = None, path_prefix: str | None = None) -> None:
+        """F21: list GETs matching ``path_prefix`` answer the same non-empty cursor (``LOOP_CURSOR``) for the
+        next ``count`` list answers, or until ``reset()`` when ``count`` is None."""
+        remaining = None if count is None else _positive_int(count, "count")
+        self._pagination.append(_Rule(remaining, "GET", _norm_prefix(path_prefix)))
 
     def skew_clock(self, skew_ms: int) -> None:
         """Shift the exchange clock by ``skew_ms`` on top of the configured skew (replaces an earlier fault skew)."""
@@ -209,7 +258,22 @@ class FaultInjector:
             self.applied["trickle"] += 1
         return rule
 
-    def flooding(self) -> bool:
+    def take_error_2xx(self, method: str, path: str) -> _Rule | None:
+        rule = self._take(self._error_2xx, method, path)
+        if rule is not None:
+            self.applied["error_2xx"] += 1
+        return rule
+
+    def take_pagination_loop(self, method: str, path: str) -> bool:
+        """Asked only for answers that carry a cursor, so a count counts list pages."""
+        if self._take(self._pagination, method, path) is None:
+            return False
+        self.applied["pagination_loop"] += 1
+        return True
+
+    def flooding(self, method: str = "POST") -> bool:
+        if self._flood_writes_only and method == "GET":
+            return False
         if self._flood_until and self._clock() < self._flood_until:
             self.applied["flood_429"] += 1
             return True
@@ -222,9 +286,10 @@ class FaultInjector:
     def _take(rules: list[_Rule], method: str, path: str) -> _Rule | None:
         for i, rule in enumerate(rules):
             if rule.matches(method, path):
-                rule.remaining -= 1
-                if rule.remaining <= 0:
-                    del rules[i]
+                if rule.remaining is not None:
+                    rule.remaining -= 1
+                    if rule.remaining <= 0:
+                        del rules[i]
                 return rule
         return None
 
@@ -270,6 +335,10 @@ class FaultInjector:
         self.applied["error25"] += n
         return n
 
+    def duplicate_ws_events(self, channel: str, count: int = 1) -> None:
+        """F04/F05: send each of the next ``count`` events of ``channel`` twice to every subscriber."""
+        self._need_hub().duplicate_events(channel, _positive_int(count, "count"))
+
     def save_state(self) -> bool:
         return self._need_hub().save_state()
 
@@ -279,7 +348,10 @@ class FaultInjector:
         self._fail.clear()
         self._lost.clear()
         self._trickle.clear()
+        self._error_2xx.clear()
+        self._pagination.clear()
         self._flood_until = 0.0
+        self._flood_writes_only = False
         self.slow_ms = 0
         self.clock_skew_ms = 0
         if self._hub is not None:
@@ -295,7 +367,10 @@ class FaultInjector:
                 "fail": [r.describe() for r in self._fail],
                 "lost_response": [r.describe() for r in self._lost],
                 "trickle": [r.describe() for r in self._trickle],
+                "error_2xx": [r.describe() for r in self._error_2xx],
+                "pagination_loop": [r.describe() for r in self._pagination],
                 "flood_429_s": max(0.0, self._flood_until - self._clock()) if self._flood_until else 0.0,
+                "flood_429_writes_only": self._flood_writes_only,
                 "slow_ms": self.slow_ms,
                 "clock_skew_ms": self.clock_skew_ms,
             },
@@ -342,37 +417,46 @@ def _ok(**extra: Any) -> web.Response:
     return web.json_response({"ok": True, **extra})
 
 
+def control_route(method: str, path: str, action: Callable[[dict], dict | None]) -> web.RouteDef:
+    """One loopback-only ``/_control`` route: JSON object body in, ``{"ok": true, **result}`` or 400 out."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if not is_loopback_peer(request.remote):
+            return web.json_response({"error": "control endpoint is loopback-only"}, status=403)
+        params: dict = {}
+        if request.can_read_body:
+            raw = await request.read()
+            if raw.strip():
+                try:
+                    params = json.loads(raw, parse_constant=_reject_constant)
+                except (ValueError, RecursionError):
+                    return web.json_response({"error": "body is not JSON"}, status=400)
+                if not isinstance(params, dict):
+                    return web.json_response({"error": "body must be a JSON object"}, status=400)
+        try:
+            result = action(params)
+        except (ValueError, TypeError, RuntimeError) as exc:
+            return web.json_response({"error": str(exc)[:300]}, status=400)
+        return _ok(**(result or {}))
+
+    return web.route(method, path, handler)
+
+
+def only(params: dict, *names: str) -> dict:
+    """``params`` when it holds no field outside ``names`` (a typo must not silently do nothing)."""
+    unknown = set(params) - set(names)
+    if unknown:
+        raise ValueError(f"unknown field(s): {', '.join(sorted(map(str, unknown)))[:200]}")
+    return params
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def control_routes(injector: FaultInjector) -> list[web.RouteDef]:
     """aiohttp routes for ``/_control/...`` (see the module docstring)."""
-
-    def body_route(method: str, path: str, action: Callable[[dict], dict | None]) -> web.RouteDef:
-        async def handler(request: web.Request) -> web.StreamResponse:
-            if not is_loopback_peer(request.remote):
-                return web.json_response({"error": "control endpoint is loopback-only"}, status=403)
-            params: dict = {}
-            if request.can_read_body:
-                raw = await request.read()
-                if raw.strip():
-                    try:
-                        params = json.loads(raw)
-                    except ValueError:
-                        return web.json_response({"error": "body is not JSON"}, status=400)
-                    if not isinstance(params, dict):
-                        return web.json_response({"error": "body must be a JSON object"}, status=400)
-            try:
-                result = action(params)
-            except (ValueError, TypeError, RuntimeError) as exc:
-                return web.json_response({"error": str(exc)}, status=400)
-            return _ok(**(result or {}))
-
-        return web.route(method, path, handler)
-
-    def only(params: dict, *names: str) -> dict:
-        unknown = set(params) - set(names)
-        if unknown:
-            raise ValueError(f"unknown field(s): {', '.join(sorted(map(str, unknown)))}")
-        return params
-
+    body_route = control_route
     return [
         body_route("GET", "/_control/faults", lambda p: {"faults": injector.snapshot()}),
         body_route("POST", "/_control/reset", lambda p: injector.reset()),
@@ -381,10 +465,15 @@ def control_routes(injector: FaultInjector) -> list[web.RouteDef]:
                    lambda p: injector.fail_rest(**only(p, "count", "status", "method", "path_prefix"))),
         body_route("POST", "/_control/rest/lost_response",
                    lambda p: injector.lose_response(**only(p, "count", "method", "path_prefix", "mode", "delay_ms"))),
-        body_route("POST", "/_control/rest/flood_429", lambda p: injector.flood_429(**only(p, "seconds"))),
+        body_route("POST", "/_control/rest/flood_429",
+                   lambda p: injector.flood_429(**only(p, "seconds", "writes_only"))),
         body_route("POST", "/_control/rest/slow", lambda p: injector.slow_responses(**only(p, "delay_ms"))),
         body_route("POST", "/_control/rest/trickle",
                    lambda p: injector.trickle(**only(p, "count", "chunk_bytes", "interval_ms", "method", "path_prefix"))),
+        body_route("POST", "/_control/rest/error_2xx",
+                   lambda p: injector.error_2xx(**only(p, "count", "status", "method", "path_prefix", "execute"))),
+        body_route("POST", "/_control/rest/pagination_loop",
+                   lambda p: injector.pagination_loop(**only(p, "count", "path_prefix"))),
         body_route("POST", "/_control/clock", lambda p: injector.skew_clock(**only(p, "skew_ms"))),
         body_route("POST", "/_control/ws/drop",
                    lambda p: {"dropped": injector.drop_ws(**only(p, "after_snapshots"))}),
@@ -393,4 +482,6 @@ def control_routes(injector: FaultInjector) -> list[web.RouteDef]:
         body_route("POST", "/_control/ws/resume", lambda p: injector.resume_ws()),
         body_route("POST", "/_control/ws/bad_frame", lambda p: {"sent": injector.send_bad_frame(**only(p, "kind"))}),
         body_route("POST", "/_control/ws/error25", lambda p: {"ended": injector.send_error25(**only(p, "sid"))}),
+        body_route("POST", "/_control/ws/duplicate",
+                   lambda p: injector.duplicate_ws_events(**only(p, "channel", "count"))),
     ]

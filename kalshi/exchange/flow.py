@@ -13,6 +13,9 @@ simulated time (counted by the engine), so the feed rate is what the preset says
 an hour) does not produce an hour of orders at once.
 
 Synthetic accounts: "flow-mm-<i>" (makers), "flow-noise", "flow-whale-<i>", with large balances.
+
+``Engine.set_flow`` (``LocalExchange.set_flow``, ``POST /_control/flow``) pauses the flow (a disabled
+config: quotes stay, nothing new happens), resumes it from the current time, or retunes it.
 """
 
 from __future__ import annotations
@@ -129,10 +132,43 @@ class Flow:
         for ticker in self.engine.slots:
             self.market_opened(ticker)
 
+    def reconfigure(self, config: FlowConfig, now_ms: int) -> None:
+        """Switch to ``config`` at ``now_ms``. A disabled config pauses the flow: the makers' quotes stay on
+        the books and nothing new happens; enabling it again resumes from ``now_ms`` (no catch-up burst)."""
+        old = self.config
+        relayout = (config.maker_count, config.maker_levels) != (old.maker_count, old.maker_levels)
+        if relayout:
+            self._withdraw_quotes()  # the slot layout changes: start the books' maker side afresh
+            self._n_slots = config.maker_count * 2 * config.maker_levels
+        self.config = config
+        if not config.enabled:
+            self.started = False
+            return
+        if self.started:  # a new pace: reschedule the next whale on the new mean gap
+            self.next_whale_ms = min(self.next_whale_ms, now_ms + self._whale_gap_ms())
+            self.budget = min(self.budget, config.messages_per_s * config.max_catchup_ms)
+            if relayout:
+                for ticker in self.engine.slots:
+                    self.market_opened(ticker)
+            return
+        self.budget = 0
+        self.noise_acc = 0
+        self.start(now_ms)
+
+    def _withdraw_quotes(self) -> None:
+        eng = self.engine
+        for ticker, slots in self.quotes.items():
+            for order in slots:
+                if order is not None and order.status == "resting":
+                    eng._cancel(order, "Cancel")
+            eng._touch(eng.markets[ticker])
+        self.quotes.clear()
+
     def market_opened(self, ticker: str) -> None:
         if not self.started:
             return
-        self.quotes[ticker] = [None] * self._n_slots
+        if ticker not in self.quotes:  # on a resume the quotes left by the pause are kept
+            self.quotes[ticker] = [None] * self._n_slots
         self._refill(ticker)
 
     def market_closed(self, ticker: str) -> None:

@@ -11,6 +11,8 @@ on the network exactly the way Kalshi does:
   on seq'd channels, snapshot-then-deltas, ``use_yes_price``, private channels per user, a server
   Ping with payload ``heartbeat``, and a bounded outbound queue per connection: a client that does
   not keep up gets error 25 and loses that subscription (terminal), as on Kalshi.
+- Optional limits Kalshi has but does not publish: markets per subscription (error 26, the command
+  changes nothing) and commands per second per connection (error 27, the command is not run).
 - Each event is serialized once; a subscriber's frame only wraps those bytes with its sid/seq.
 - The engine runs on the event-loop thread: a task advances its clock every ~20 ms, listeners fan
   out synchronously, so the engine needs no locks.
@@ -43,9 +45,17 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from kalshi.exchange.faults import FaultInjector, ThreadSafeFaults, control_routes
-from kalshi.exchange.ratelimit import TIERS, TOO_MANY_REQUESTS_BODY, RateLimiter
-from kalshi.units import PRICE_ONE, format_price, parse_price
+from kalshi.exchange.faults import (
+    ERROR_2XX_BODY,
+    LOOP_CURSOR,
+    FaultInjector,
+    ThreadSafeFaults,
+    control_route,
+    control_routes,
+    only,
+)
+from kalshi.exchange.ratelimit import TIERS, TOO_MANY_REQUESTS_BODY, RateLimiter, TokenBucket
+from kalshi.units import PRICE_ONE, format_price, parse_price, safe_repr
 
 __all__ = [
     "LocalExchange",
@@ -74,6 +84,7 @@ STATE_VERSION = 1
 MAX_BODY = 1 << 20
 MAX_WS_COMMAND = 1 << 16
 OVERSIZED_FRAME = 2 * 1024 * 1024
+REPLY_SLACK = 1_000  # replies and control items a connection may queue beyond its data bound
 
 WS_ERRORS = {
     1: "Unable to process message",
@@ -89,6 +100,8 @@ WS_ERRORS = {
     14: "Market Ticker required",
     15: "Action required",
     25: "Subscription buffer overflow",
+    26: "Subscription market limit exceeded",
+    27: "Too many requests",
 }
 
 _USER_NS = uuid.UUID("6f1c2a4e-0b7d-4f35-9d41-6a1e5c3b2f80")
@@ -180,8 +193,10 @@ _PING = ("ping",)
 class _Conn:
     """One WebSocket client: its subscriptions and a bounded outbound queue drained by a writer task."""
 
-    def __init__(self, hub: "ExchangeServer", ws: web.WebSocketResponse, transport: Any, user: str, limit: int) -> None:
+    def __init__(self, hub: "ExchangeServer", ws: web.WebSocketResponse, transport: Any, user: str, limit: int,
+                 commands: TokenBucket | None = None) -> None:
         self.hub = hub
+        self.commands = commands  # error 27 budget (None: unlimited)
         self.ws = ws
         self.transport = transport
         self.user = user
@@ -205,7 +220,14 @@ class _Conn:
         return True
 
     def force(self, item: Any) -> None:
-        """Queue a control item or a reply regardless of the bound (they are few and small)."""
+        """Queue a control item or a reply past the data bound (they are few and small). A client that
+        keeps sending commands without reading the answers is dropped instead of growing the queue."""
+        if len(self.q) >= self.limit + REPLY_SLACK:
+            if not self.closed:
+                self.hub.stats["ws_slow_dropped"] += 1
+                log.info("dropping a websocket client that does not read its replies")
+                self.abort()
+            return
         self.q.append(item)
         if not self.wake.is_set():
             self.wake.set()
@@ -280,7 +302,13 @@ class ExchangeServer:
         state_file: str | os.PathLike | None = None,
         state_save_interval_s: float = 2.0,
         faults: FaultInjector | None = None,
+        ws_max_markets_per_sub: int | None = None,
+        ws_commands_per_s: float | None = None,
     ) -> None:
+        if ws_max_markets_per_sub is not None and (type(ws_max_markets_per_sub) is not int or ws_max_markets_per_sub < 1):
+            raise ValueError("ws_max_markets_per_sub must be a positive integer or None")
+        if ws_commands_per_s is not None and (isinstance(ws_commands_per_s, bool) or not ws_commands_per_s > 0):
+            raise ValueError("ws_commands_per_s must be a positive number or None")
         self.engine = engine
         self.limiter = RateLimiter(tier, enabled=rate_limits)
         self.faults = faults or FaultInjector()
@@ -291,6 +319,8 @@ class ExchangeServer:
         self.ping_interval_s = ping_interval_s
         self.advance_interval_s = advance_interval_s
         self.ws_queue_limit = ws_queue_limit
+        self.ws_max_markets = ws_max_markets_per_sub
+        self.ws_commands_per_s = ws_commands_per_s
         self.state_file = Path(state_file) if state_file is not None else None
         self.state_save_interval_s = state_save_interval_s
         self._keys: dict[str, tuple[rsa.RSAPublicKey, str]] = {}
@@ -300,11 +330,15 @@ class ExchangeServer:
         self._index: dict[str, set[_Sub]] = {c: set() for c in CHANNELS}
         self._type_bytes: dict[str, bytes] = {}
         self.stalled = False
+        self._duplicates: dict[str, int] = {}  # channel → events still to send twice
         self._drop_after: int | None = None
         self._dirty = False
         self._last_save = time.monotonic()
+        self._save_cost = 0.0  # seconds the last save took
+        self._write_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._tasks: list[asyncio.Task] = []
-        self.stats = {"rest": 0, "ws_connections": 0, "engine_errors": 0, "overflows": 0, "state_saves": 0}
+        self.stats = {"rest": 0, "ws_connections": 0, "engine_errors": 0, "overflows": 0, "state_saves": 0,
+                      "ws_throttled": 0, "ws_market_limit": 0, "ws_slow_dropped": 0}
         engine.add_listener(self.on_event)
         self.app = self._build_app()
 
@@ -337,7 +371,7 @@ class ExchangeServer:
             return None, AUTH_EXPIRED
         path = raw_path.split("?", 1)[0]
         if not _verify(entry[0], ts + method + path, sig):
-            log.info("bad signature for key %s on %s %s", _mask(key_id), method, path[:100])
+            log.info("bad signature for key %s on %s %s", _mask(key_id), method, safe_repr(path, 100))
             return None, AUTH_BAD_SIGNATURE
         return entry[1], None
 
@@ -345,6 +379,7 @@ class ExchangeServer:
     def _build_app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY)
         app.add_routes(control_routes(self.faults))
+        app.add_routes([control_route("POST", "/_control/flow", lambda p: self.set_flow(only(p, "flow").get("flow")))])
         app.router.add_get(WS_PATH, self.ws_handler)
         app.router.add_route("*", REST_PREFIX + "/{tail:.*}", self.rest_handler)
         app.on_response_prepare.append(self._date_header)
@@ -384,7 +419,23 @@ class ExchangeServer:
                 await asyncio.wait_for(conn.ws.close(code=1001, message=b"exchange stopping"), 2.0)
             except (asyncio.TimeoutError, ConnectionError, RuntimeError):
                 conn.abort()
-        self.save_state()
+        try:
+            self.save_state()
+        finally:
+            if self._write_pool is not None:
+                self._write_pool.shutdown(wait=True)
+                self._write_pool = None
+
+    def set_flow(self, flow: Any) -> dict:
+        """Pause / resume / retune the engine's synthetic flow ("off" / "calm" / "firehose" or a FlowConfig)."""
+        if flow is None:
+            raise ValueError("flow is required: 'off', 'calm' or 'firehose'")
+        set_flow = getattr(self.engine, "set_flow", None)
+        if set_flow is None:
+            raise RuntimeError("this engine has no synthetic flow")
+        set_flow(resolve_flow(flow))
+        self._dirty = True
+        return {"flow": flow if isinstance(flow, str) else "custom"}
 
     # ---- engine clock, pings, state -------------------------------------------------------------
     async def _drive(self) -> None:
@@ -404,27 +455,55 @@ class ExchangeServer:
                 conn.force(_PING)
 
     async def _saver(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(0.05)
-            since = time.monotonic() - self._last_save
-            # soon after a REST write (so a kill loses little), and periodically for the flow and clocks
-            if (self._dirty and since >= 0.1) or since >= self.state_save_interval_s:
+            if self.save_due(time.monotonic()):
                 try:
-                    self.save_state()
+                    started = time.monotonic()
+                    data = self._state_bytes()
+                    # the file write and fsync run on the writer thread (they release the GIL)
+                    await loop.run_in_executor(self._writer(), write_atomic, self.state_file, data)
+                    self._saved(started)
                 except Exception:
                     log.exception("could not write the state file")
                     self._last_save = time.monotonic()
 
-    def save_state(self) -> bool:
-        """Write engine state atomically (temp file + fsync + os.replace, mode 0600)."""
-        if self.state_file is None:
-            return False
+    def save_due(self, now: float) -> bool:
+        """Soon after a REST write (so a kill loses little) and periodically (flow, clocks); but saving
+        takes at most ~10% of the loop's time: a firehose state is megabytes (~60 ms to build here)."""
+        since = now - self._last_save
+        gap = max(0.1, 10 * self._save_cost)
+        return (self._dirty and since >= gap) or since >= max(self.state_save_interval_s, gap)
+
+    def _state_bytes(self) -> bytes:
         state = {"format": STATE_FORMAT, "version": STATE_VERSION, "saved_at_ms": self.now_ms(),
                  "engine": self.engine.to_state()}
-        write_atomic(self.state_file, _dumps(state))  # msgspec: ~4x faster than json on a big state
-        self._dirty = False
+        self._dirty = False  # a write from here on makes it dirty again
+        return _dumps(state)  # msgspec: ~4x faster than json on a big state
+
+    def _writer(self) -> concurrent.futures.ThreadPoolExecutor:
+        """One writer thread, so saves land in the order they were taken."""
+        if self._write_pool is None:
+            self._write_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="exchange-state")
+        return self._write_pool
+
+    def _saved(self, started: float) -> None:
         self._last_save = time.monotonic()
+        self._save_cost = self._last_save - started
         self.stats["state_saves"] += 1
+
+    def save_state(self) -> bool:
+        """Write engine state now, atomically (temp file + fsync + os.replace, mode 0600); returns when written."""
+        if self.state_file is None:
+            return False
+        started = time.monotonic()
+        data = self._state_bytes()
+        if self._write_pool is not None:  # behind any write in flight, never before it
+            self._write_pool.submit(write_atomic, self.state_file, data).result()
+        else:
+            write_atomic(self.state_file, data)
+        self._saved(started)
         return True
 
     # ---- REST -------------------------------------------------------------------------------------
@@ -439,14 +518,14 @@ class ExchangeServer:
         status = faults.take_rest_failure(method, path)
         if status is not None:  # the call is NOT executed
             return self._json(status, UNAVAILABLE if status == 503 else INTERNAL_ERROR)
-        if faults.flooding():
+        if faults.flooding(method):
             return self._json(429, TOO_MANY_REQUESTS_BODY)
 
         engine = self.engine
         try:
             private = path == "/account/limits" or engine.is_private(method, path)
         except Exception:
-            log.exception("engine.is_private failed on %s %s", method, path[:100])
+            log.exception("engine.is_private failed on %s %s", method, safe_repr(path, 100))
             return self._json(500, INTERNAL_ERROR)
         user, auth_error = self.authenticate(request.headers, method, request.raw_path)
         if auth_error is not None or (private and user is None):
@@ -468,7 +547,7 @@ class ExchangeServer:
         try:
             bucket, cost = engine.request_cost(method, path, body)
         except Exception:  # price it like Kalshi's default rather than fail the call
-            log.exception("engine.request_cost failed on %s %s", method, path[:100])
+            log.exception("engine.request_cost failed on %s %s", method, safe_repr(path, 100))
             bucket, cost = ("read" if method == "GET" else "write"), 10
         who = user if user is not None else "anon:" + str(request.remote)
         if not self.limiter.allow(who, bucket, cost, time.monotonic()):
@@ -480,6 +559,9 @@ class ExchangeServer:
             status, out = 200, self.limiter.limits_body()
         else:
             query = {k: request.query.getall(k) for k in request.query.keys()}
+            error_2xx = faults.take_error_2xx(method, path)
+            if error_2xx is not None and not error_2xx.execute:  # F20 without running the call
+                return self._json(error_2xx.status, ERROR_2XX_BODY)
             lost = faults.take_lost_response(method, path)
             try:
                 status, out = engine.handle(method, path, query, body, user, self.now_ms())
@@ -487,10 +569,15 @@ class ExchangeServer:
                 if hasattr(exc, "status") and hasattr(exc, "body"):  # the engine's ExchangeError
                     status, out = exc.status, exc.body()
                 else:
-                    log.exception("engine.handle failed on %s %s", method, path[:100])
+                    log.exception("engine.handle failed on %s %s", method, safe_repr(path, 100))
                     status, out = 500, INTERNAL_ERROR
             if method != "GET" and status < 400:
                 self._dirty = True
+            if error_2xx is not None:  # F20 after running it: the effect happened, the answer hides it
+                status, out = error_2xx.status, ERROR_2XX_BODY
+            elif (status == 200 and type(out) is dict and "cursor" in out
+                    and faults.take_pagination_loop(method, path)):  # F21
+                out = {**out, "cursor": LOOP_CURSOR}
             if lost is not None:
                 if lost.mode == "drop":
                     if request.transport is not None:
@@ -522,7 +609,10 @@ class ExchangeServer:
         # autoping off: a client's Ping is answered through the queue, so a stalled socket stays silent
         ws = web.WebSocketResponse(autoping=False, max_msg_size=MAX_WS_COMMAND, compress=False)
         await ws.prepare(request)
-        conn = _Conn(self, ws, request.transport, user, self.ws_queue_limit)
+        rate = self.ws_commands_per_s
+        # a burst of one second of commands (at least one), then ``rate`` per second
+        bucket = TokenBucket(rate, max(rate, 1.0), time.monotonic()) if rate is not None else None
+        conn = _Conn(self, ws, request.transport, user, self.ws_queue_limit, bucket)
         if self._drop_after is not None:
             conn.snaps_until_drop = self._drop_after
         self.conns.add(conn)
@@ -568,13 +658,19 @@ class ExchangeServer:
         try:
             cmd = json.loads(text, parse_constant=_reject_constant)
         except (ValueError, RecursionError):
-            self._error(conn, None, 1)
+            cmd = None
+        cid = cmd.get("id") if isinstance(cmd, dict) else None
+        bad_id = cid is not None and (type(cid) is not int or cid < 0 or cid >= 2**63)
+        if conn.commands is not None and not conn.commands.try_take(1, time.monotonic()):
+            # every text frame counts, garbage too; the reply is bounded like data so a client that
+            # floods commands and never reads cannot grow the queue without limit
+            self.stats["ws_throttled"] += 1
+            conn.push(_dumps(self._with_id(None if bad_id else cid, {"type": "error", "msg": {"code": 27, "msg": WS_ERRORS[27]}})))
             return
         if not isinstance(cmd, dict):
             self._error(conn, None, 1)
             return
-        cid = cmd.get("id")
-        if cid is not None and (type(cid) is not int or cid < 0 or cid >= 2**63):
+        if bad_id:
             self._error(conn, None, 1, "id must be a non-negative integer")
             return
         name = cmd.get("cmd")
@@ -644,6 +740,12 @@ class ExchangeServer:
         if "orderbook_delta" in channels and not tickers:
             self._error(conn, cid, 14)
             return
+        if tickers is not None and self.ws_max_markets is not None:
+            for ch in channels:
+                sub = conn.by_channel.get(ch)
+                if ch in TICKER_CHANNELS and not self._fits(sub.tickers if sub is not None else set(), tickers):
+                    self._error(conn, cid, 26, sid=sub.sid if sub is not None else None)
+                    return
         snapshots: list[tuple[_Sub, list[str]]] = []
         for ch in dict.fromkeys(channels):
             wanted = tickers if ch in TICKER_CHANNELS else None
@@ -744,6 +846,9 @@ class ExchangeServer:
             self._send_snapshots(sub, wanted, cid)
             return
         new: list[str] = []
+        if action == "add_markets" and sub.tickers is not None and not self._fits(sub.tickers, tickers):
+            self._error(conn, cid, 26, sid=sub.sid)
+            return
         if action == "add_markets":
             if sub.tickers is not None:
                 new = [t for t in tickers if t not in sub.tickers]
@@ -758,6 +863,17 @@ class ExchangeServer:
         conn.reply(self._with_id(cid, obj))
         if sub.channel == "orderbook_delta" and new:
             self._send_snapshots(sub, new, None)
+
+    def _fits(self, current: set[str] | None, adding: list[str]) -> bool:
+        """Whether a subscription holding ``current`` markets may add ``adding`` (error 26 otherwise);
+        a subscription to every market (None) has no list to grow."""
+        limit = self.ws_max_markets
+        if limit is None or current is None or len(current) + len(adding) <= limit:
+            return True
+        if len(current | set(adding)) <= limit:
+            return True
+        self.stats["ws_market_limit"] += 1
+        return False
 
     def _cmd_list(self, conn: _Conn, cid: int | None, params: dict | None) -> None:
         listing = [{"channel": s.channel, "sid": s.sid} for s in sorted(conn.subs.values(), key=lambda s: s.sid)]
@@ -782,6 +898,15 @@ class ExchangeServer:
     # fan-out ----------------------------------------------------------------------------------------
     def on_event(self, channel: str, user: str | None, ticker: str | None, msg_type: str, msg: dict) -> None:
         """Engine listener: deliver one event to every matching subscription, encoding it once."""
+        self._fan_out(channel, user, ticker, msg_type, msg)
+        if self._duplicates and self._duplicates.get(channel):  # F04/F05: the same event sent again
+            self._duplicates[channel] -= 1
+            if not self._duplicates[channel]:
+                del self._duplicates[channel]
+            self.faults.applied[f"duplicate_{channel}"] += 1
+            self._fan_out(channel, user, ticker, msg_type, msg)
+
+    def _fan_out(self, channel: str, user: str | None, ticker: str | None, msg_type: str, msg: dict) -> None:
         subs = self._index.get(channel)
         if not subs:
             return
@@ -907,8 +1032,14 @@ class ExchangeServer:
                     n += 1
         return n
 
+    def duplicate_events(self, channel: str, count: int) -> None:
+        if channel not in CHANNELS:
+            raise ValueError(f"channel must be one of {', '.join(sorted(CHANNELS))}")
+        self._duplicates[channel] = self._duplicates.get(channel, 0) + count
+
     def clear_faults(self) -> None:
         self.set_stalled(False)
+        self._duplicates.clear()
         self._drop_after = None
         for conn in self.conns:
             conn.snaps_until_drop = None
@@ -997,6 +1128,8 @@ class LocalExchange:
         advance_interval_s: float = 0.02,
         ws_queue_limit: int = 20_000,
         state_save_interval_s: float = 2.0,
+        ws_max_markets_per_sub: int | None = None,
+        ws_commands_per_s: float | None = None,
         engine_options: dict | None = None,
         engine_cls: Any = None,
         engine_config: Any = None,
@@ -1007,7 +1140,8 @@ class LocalExchange:
             api_keys=dict(api_keys or {}), rate_limits=rate_limits, tier=tier, clock_skew_ms=clock_skew_ms,
             timestamp_window_ms=timestamp_window_ms, ping_interval_s=ping_interval_s,
             advance_interval_s=advance_interval_s, ws_queue_limit=ws_queue_limit, state_file=state_file,
-            state_save_interval_s=state_save_interval_s,
+            state_save_interval_s=state_save_interval_s, ws_max_markets_per_sub=ws_max_markets_per_sub,
+            ws_commands_per_s=ws_commands_per_s,
         )
         self._state_file = Path(state_file) if state_file is not None else None
         self._engine_args = dict(seed=seed, markets=markets, start_balance=start_balance, flow=flow,
@@ -1188,20 +1322,28 @@ class LocalExchange:
     def save_state(self) -> bool:
         return self._run_on_loop(lambda: self.server.save_state())
 
+    def set_flow(self, flow: Any) -> None:
+        """Pause (``"off"``), resume or retune (``"calm"``, ``"firehose"``, a FlowConfig) the synthetic flow.
+        Pausing keeps the makers' quotes on the books; when this returns no further flow event is made."""
+        self._run_on_loop(lambda: self.server.set_flow(flow))
+
     def stats(self) -> dict:
         return self._run_on_loop(lambda: dict(self.server.stats, connections=len(self.server.conns)))
+
+
+FLOW_PRESETS = ("off", "calm", "firehose")
 
 
 def resolve_flow(flow: Any) -> Any:
     """``"calm"`` / ``"firehose"`` / ``"off"`` or a FlowConfig → the engine's FlowConfig."""
     if not isinstance(flow, str):
-        return flow
-    from kalshi.exchange import flow as flow_mod
+        from kalshi.exchange.flow import FlowConfig
 
-    presets = getattr(flow_mod, "PRESETS", None)
-    if isinstance(presets, dict) and flow in presets:
-        return presets[flow]
-    named = getattr(flow_mod.FlowConfig, flow, None)
-    if callable(named):
-        return named()
-    raise ValueError(f"unknown flow {flow!r}")
+        if not isinstance(flow, FlowConfig):
+            raise ValueError("flow must be 'off', 'calm', 'firehose' or a FlowConfig")
+        return flow
+    if flow not in FLOW_PRESETS:
+        raise ValueError(f"unknown flow {flow[:40]!r}; known: {', '.join(FLOW_PRESETS)}")
+    from kalshi.exchange.flow import FlowConfig
+
+    return getattr(FlowConfig, flow)()

@@ -22,10 +22,6 @@ def ex():
     exchange.stop()
 
 
-def pause_flow(ex: LocalExchange) -> None:
-    ex.call(lambda e: setattr(e.flow, "started", False))
-
-
 def barrier(ws, cid: int) -> list[dict]:
     """Everything queued before now: the reply to a command comes after every frame queued before it."""
     send(ws, {"id": cid, "cmd": "list_subscriptions"})
@@ -69,7 +65,7 @@ def test_book_from_ws_equals_rest_orderbook_with_firehose(ex, use_yes_price):
             seq = m["seq"]
             apply(books, m)
             deltas += m["type"] == "orderbook_delta"
-        pause_flow(ex)
+        ex.set_flow("off")
         for m in barrier(ws, 2):
             assert m["seq"] == seq + 1
             seq = m["seq"]
@@ -93,7 +89,7 @@ def create(c: Client, ticker: str, cid: str, price: str = "0.0100") -> requests.
 
 
 def test_private_events_reach_only_their_user(ex):
-    pause_flow(ex)
+    ex.set_flow("off")
     ticker = ex.call(lambda e: e.market_tickers())[0]
     wa, wb = ws_connect(ex, KEY_A), ws_connect(ex, KEY_B)
     try:

@@ -294,3 +294,75 @@ def test_control_endpoint_refuses_non_loopback_peers():
     resp = asyncio.run(route.handler(req))
     assert resp.status == 403
     assert injector.snapshot()["pending"]["flood_429_s"] == 0.0
+
+
+def test_client_that_never_reads_its_replies_is_dropped_not_buffered(make_exchange):
+    from kalshi.exchange.server import REPLY_SLACK
+
+    ex = make_exchange(rate_limits=False, ws_queue_limit=5)
+    ws = ws_connect(ex)
+    try:
+        ex.faults.stall_ws()  # nothing is written: every reply stays queued
+        sent = 0
+        try:
+            for i in range(1, 2 * REPLY_SLACK):
+                send(ws, {"id": i, "cmd": "list_subscriptions"})
+                sent = i
+        except (ConnectionError, websocket.WebSocketConnectionClosedException):
+            pass  # the server dropped us mid-flood
+        assert sent >= REPLY_SLACK
+        wait_for(lambda: ex.stats()["ws_slow_dropped"] == 1, 5, message="the connection is dropped")
+        wait_for(lambda: ex.stats()["connections"] == 0, 5, message="and forgotten")
+        ex.faults.resume_ws()
+        assert closed(ws)
+    finally:
+        ws.close()
+
+
+def test_duplicate_ws_events_resend_the_same_message(ex):
+    """F04/F05: the same trade (same trade_id) and the same fill arrive twice; seq'd channels give the copy
+    the next seq, so only a trade_id / fill_id check can catch it."""
+    from kalshi.exchange import user_id_for_key
+    from tests.integration.test_exchange_support import KEY_A
+
+    ws = ws_connect(ex)
+    try:
+        send(ws, {"id": 1, "cmd": "subscribe", "params": {"channels": ["trade", "fill"]}})
+        assert {recv(ws)["msg"]["channel"] for _ in range(2)} == {"trade", "fill"}
+        ex.faults.duplicate_ws_events("trade")
+        ex.faults.duplicate_ws_events(channel="fill", count=2)
+        user = user_id_for_key(KEY_A)
+        for n in range(3):
+            ex.call(lambda e: e.emit("trade", None, "FAKE-M0", "trade", {"trade_id": f"t-{n}"}))
+            ex.call(lambda e: e.emit("fill", user, "FAKE-M0", "fill", {"fill_id": f"f-{n}"}))
+        got = [recv(ws) for _ in range(9)]
+        trades = [(m["seq"], m["msg"]["trade_id"]) for m in got if m["type"] == "trade"]
+        fills = [m["msg"]["fill_id"] for m in got if m["type"] == "fill"]
+        assert trades == [(1, "t-0"), (2, "t-0"), (3, "t-1"), (4, "t-2")]
+        assert fills == ["f-0", "f-0", "f-1", "f-1", "f-2"]
+        assert ex.faults.count("duplicate_trade") == 1 and ex.faults.count("duplicate_fill") == 2
+        with pytest.raises(ValueError):
+            ex.faults.duplicate_ws_events("nope")
+        with pytest.raises(ValueError):
+            ex.faults.duplicate_ws_events("trade", count=0)
+    finally:
+        ws.close()
+
+
+def test_flood_429_writes_only_keeps_reads_working(ex):
+    c = Client(ex)
+    ex.faults.flood_429(30, writes_only=True)
+    assert c.post("/portfolio/events/orders", ORDER).status_code == 429
+    assert c.get("/portfolio/orders").status_code == 200
+    assert ex.faults.snapshot()["pending"]["flood_429_writes_only"] is True
+    s = requests.Session()
+    s.trust_env = False
+    try:
+        assert s.post(ex.control_url + "/ws/duplicate", json={"channel": "trade"}, timeout=5).json() == {"ok": True}
+        assert s.post(ex.control_url + "/ws/duplicate", json={"channel": "x"}, timeout=5).status_code == 400
+        assert s.post(ex.control_url + "/rest/flood_429", json={"seconds": 30, "writes_only": 1}, timeout=5).status_code == 400
+        assert s.post(ex.control_url + "/reset", timeout=5).json() == {"ok": True}
+    finally:
+        s.close()
+    assert c.post("/portfolio/events/orders", ORDER).status_code == 201
+    assert ex.faults.count("flood_429") == 1

@@ -59,6 +59,37 @@ def test_state_is_saved_soon_after_a_write_so_a_kill_loses_nothing(make_exchange
     assert len(Client(ex2).get("/portfolio/orders").json()["orders"]) == 1
 
 
+def test_saving_a_big_state_is_paced_to_a_tenth_of_the_loop(tmp_path):
+    from kalshi.exchange.server import ExchangeServer
+    from tests.integration.test_exchange_support import FakeConfig, FakeEngine
+
+    server = ExchangeServer(FakeEngine(FakeConfig(), 0), state_file=tmp_path / "s.json", state_save_interval_s=2.0)
+    t0 = server._last_save
+    assert not server.save_due(t0 + 0.05)
+    server._dirty = True
+    assert not server.save_due(t0 + 0.05) and server.save_due(t0 + 0.11)  # soon after a write
+    assert server.save_state() and not server._dirty and server.stats["state_saves"] == 1
+    server._save_cost = 0.5  # a save that took 0.5 s: at most one every 5 s, even when dirty
+    t1 = server._last_save
+    server._dirty = True
+    assert not server.save_due(t1 + 4.9) and server.save_due(t1 + 5.01)
+    server._dirty = False
+    assert not server.save_due(t1 + 4.9) and server.save_due(t1 + 5.01)
+    server._save_cost = 0.0
+    assert not server.save_due(t1 + 1.9) and server.save_due(t1 + 2.01)  # the periodic save
+    assert read_state(tmp_path / "s.json")["config"]["n_markets"] == 4
+
+
+def test_cli_parses_the_ws_limits():
+    from kalshi.exchange.cli import build_parser
+
+    args = build_parser().parse_args(["--ws-max-markets", "50", "--ws-commands-per-s", "10"])
+    assert (args.ws_max_markets, args.ws_commands_per_s) == (50, 10)
+    assert build_parser().parse_args([]).ws_max_markets is None
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--ws-commands-per-s", "0"])
+
+
 def test_bad_state_file_is_refused_clearly(make_exchange, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")

@@ -1,7 +1,7 @@
 """WebSocket transport of the local exchange, driven with websocket-client from the protocol doc:
 auth on the upgrade, command replies and error codes, sids and seq, snapshot-then-deltas, book
 reconstruction vs REST with the flow running, use_yes_price, private-channel isolation, heartbeat,
-error 25 on a slow client."""
+error 25 on a slow client, error 26 (markets per subscription) and 27 (commands per second)."""
 
 from __future__ import annotations
 
@@ -312,3 +312,78 @@ def test_slow_client_gets_error_25_and_loses_the_subscription(make_exchange):
 
 def test_yes_price_helper_matches_units():
     assert format_price(PRICE_ONE - parse_price("0.4800")) == "0.5200"
+
+
+# ---- limits Kalshi has but does not publish: error 26 and error 27 ---------------------------------
+def test_market_limit_per_subscription_is_error_26(make_exchange):
+    ex = make_exchange(rate_limits=False, ws_max_markets_per_sub=2)
+    ws = ws_connect(ex)
+    try:
+        send(ws, {"id": 1, "cmd": "subscribe", "params": {"channels": ["orderbook_delta"],
+                                                           "market_tickers": ["FAKE-M0", "FAKE-M1", "FAKE-M2"]}})
+        assert recv(ws) == {"id": 1, "type": "error", "msg": {"code": 26, "msg": "Subscription market limit exceeded"}}
+        send(ws, {"id": 2, "cmd": "list_subscriptions"})
+        assert recv(ws) == {"id": 2, "type": "ok", "msg": []}  # nothing was created
+        send(ws, {"id": 3, "cmd": "subscribe", "params": {"channels": ["orderbook_delta", "trade"],
+                                                           "market_tickers": ["FAKE-M0", "FAKE-M1"]}})
+        replies = [recv(ws) for _ in range(4)]  # two acks and two snapshots
+        assert [r["type"] for r in replies].count("subscribed") == 2
+        # a re-subscribe that would grow the subscription past the limit changes nothing
+        send(ws, {"id": 4, "cmd": "subscribe", "params": {"channels": ["orderbook_delta"], "market_ticker": "FAKE-M3"}})
+        assert recv(ws) == {"id": 4, "type": "error", "sid": 1,
+                            "msg": {"code": 26, "msg": "Subscription market limit exceeded"}}
+        send(ws, {"id": 5, "cmd": "update_subscription", "params": {"sid": 2, "action": "add_markets",
+                                                                     "market_tickers": ["FAKE-M2"]}})
+        assert recv(ws)["msg"]["code"] == 26
+        # markets already in the subscription do not count twice; after a delete there is room again
+        send(ws, {"id": 6, "cmd": "update_subscription", "params": {"sid": 1, "action": "add_markets",
+                                                                     "market_tickers": ["FAKE-M1"]}})
+        assert recv(ws)["msg"] == {"market_tickers": ["FAKE-M0", "FAKE-M1"]}
+        send(ws, {"id": 7, "cmd": "update_subscription", "params": {"sid": 1, "action": "delete_markets",
+                                                                     "market_tickers": ["FAKE-M0"]}})
+        assert recv(ws)["msg"] == {"market_tickers": ["FAKE-M1"]}
+        send(ws, {"id": 8, "cmd": "update_subscription", "params": {"sid": 1, "action": "add_markets",
+                                                                     "market_tickers": ["FAKE-M3"]}})
+        assert recv(ws)["msg"] == {"market_tickers": ["FAKE-M1", "FAKE-M3"]}
+        assert recv(ws)["msg"]["market_ticker"] == "FAKE-M3"  # its snapshot
+        # an all-markets subscription has no list to grow
+        send(ws, {"id": 9, "cmd": "subscribe", "params": {"channels": ["ticker"]}})
+        assert recv(ws)["type"] == "subscribed"
+        assert ex.stats()["ws_market_limit"] == 3
+    finally:
+        ws.close()
+
+
+def test_command_rate_per_connection_is_error_27(make_exchange):
+    ex = make_exchange(rate_limits=False, ws_commands_per_s=2)
+    ws = ws_connect(ex)
+    other = ws_connect(ex)
+    try:
+        for i in range(1, 11):
+            send(ws, {"id": i, "cmd": "list_subscriptions"})
+        send(ws, "not json")
+        replies = [recv(ws) for _ in range(11)]
+        assert replies[0] == {"id": 1, "type": "ok", "msg": []} and replies[1]["id"] == 2
+        throttled = [r for r in replies if r["type"] == "error"]
+        assert throttled and all(r["msg"] == {"code": 27, "msg": "Too many requests"} for r in throttled)
+        assert {r.get("id") for r in throttled} <= set(range(3, 11)) | {None}
+        assert replies[-1] == {"type": "error", "msg": {"code": 27, "msg": "Too many requests"}}  # garbage counts too
+        assert ex.stats()["ws_throttled"] == len(throttled)
+        send(other, {"id": 1, "cmd": "list_subscriptions"})  # the budget is per connection
+        assert recv(other) == {"id": 1, "type": "ok", "msg": []}
+    finally:
+        ws.close()
+        other.close()
+
+
+@pytest.mark.parametrize("kwargs", [{"ws_max_markets_per_sub": 0}, {"ws_commands_per_s": 0},
+                                    {"ws_commands_per_s": -1.5}, {"ws_max_markets_per_sub": "5"}])
+def test_ws_limits_reject_bad_settings(kwargs):
+    from tests.integration.test_exchange_support import fake_exchange
+
+    ex = fake_exchange(**kwargs)
+    try:
+        with pytest.raises(ValueError):
+            ex.start()
+    finally:
+        ex.stop()

@@ -210,3 +210,26 @@ def test_order_shapes_match_demo(wire_dir):
     fills = call(eng, "GET", "/portfolio/fills", query={"limit": ["10"]})[1]
     fcap = load_capture(wire_dir, "fills__after_taker")
     assert set(fills) == set(fcap) and set(fills["fills"][0]) == set(fcap["fills"][0])
+
+
+def test_out_of_range_integers_and_expirations_are_rejected_not_stored():
+    """A value Go cannot unmarshal (beyond int64) or a timestamp that cannot be shown must be refused:
+    stored, it would turn every later listing of the user's orders into a 500."""
+    from .test_engine_support import call, make_engine, order_body
+
+    eng = make_engine(n_markets=1)
+    t = eng.slots[0]
+    status, body = call(eng, "POST", "/portfolio/events/orders", order_body(t, expiration_time=2**70))
+    assert status == 400 and "int64" in body["details"]
+    status, body = call(eng, "POST", "/portfolio/events/orders", order_body(t, subaccount=-(2**63) - 1))
+    assert status == 400
+    status, body = call(eng, "POST", "/portfolio/events/orders", order_body(t, expiration_time=2**40))
+    assert status == 400 and body["error"]["details"] == "expiration_time is too far in the future"
+    status, order = call(eng, "POST", "/portfolio/events/orders",
+                         order_body(t, expiration_time=253_402_300_799, client_order_id="far"))
+    assert status == 201
+    amend = {"ticker": t, "side": "bid", "price": "0.5000", "count": "1.00", "expiration_time": 2**40}
+    status, body = call(eng, "POST", f"/portfolio/events/orders/{order['order_id']}/amend", amend)
+    assert status == 400 and body["error"]["details"] == "expiration_time is too far in the future"
+    status, listing = call(eng, "GET", "/portfolio/orders")
+    assert status == 200 and [o["client_order_id"] for o in listing["orders"]] == ["far"]
