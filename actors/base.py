@@ -4,7 +4,7 @@ Pykka leaves holes this class fills:
 - An exception in ``on_start`` only stops the actor, an exception in a told handler calls
   ``on_failure`` (not ``on_stop``), an exception in ``on_stop`` is only logged. Here every one of
   them is reported to the supervisor as ``ActorFailed`` (phase, escaped error text, traceback), and
-  the ``cleanup()`` hook runs exactly once on every exit path.
+  the ``cleanup()`` hook runs exactly once on every exit path (after a failure: before the report).
 - Dispatch is a dict lookup on ``type(message)`` built once per class from ``@handles`` methods;
   unknown messages are counted and logged (rate-limited), never raised.
 - ``tell`` to a dead actor raises ``ActorDeadError``; peers are reached through ``PeerTable``,
@@ -241,8 +241,8 @@ class SupervisedActor(pykka.ThreadingActor):
         try:
             self.setup()
         except Exception as exc:
+            self._run_cleanup(report=False)
             self._report_failure("on_start", type(exc), exc, exc.__traceback__)
-            self._run_cleanup()
             raise  # Pykka logs it and stops the actor
         self.tell_supervisor(ActorStarted(actor=self.name, generation=self.generation))
 
@@ -264,8 +264,8 @@ class SupervisedActor(pykka.ThreadingActor):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._run_cleanup(report=False)
         self._report_failure("handler", exc_type, exc, tb)
-        self._run_cleanup()
 
     def on_stop(self) -> None:
         if self._run_cleanup():
@@ -323,15 +323,24 @@ class SupervisedActor(pykka.ThreadingActor):
             )
         )
 
-    def _run_cleanup(self) -> bool:
-        """Run ``cleanup()`` once; returns False if it raised (reported as phase 'on_stop')."""
+    def _run_cleanup(self, report: bool = True) -> bool:
+        """Run ``cleanup()`` once; False if it raised (reported as phase 'on_stop' when ``report``).
+
+        After a failure the cleanup runs BEFORE the failure is reported, as OTP's EXIT signal comes after
+        the process is gone: a replacement must not race the old instance's cleanup (the journal's writer
+        lock, sockets, worker threads). A cleanup error there is only logged: the report names the cause.
+        """
         if self._cleaned_up:
             return True
         self._cleaned_up = True
         try:
             self.cleanup()
         except Exception as exc:
-            self._report_failure("on_stop", type(exc), exc, exc.__traceback__)
+            if report:
+                self._report_failure("on_stop", type(exc), exc, exc.__traceback__)
+            else:
+                log.error("%s gen %d: cleanup after a failure raised: %s", self.name, self.generation,
+                          error_text(exc))
             return False
         return True
 

@@ -21,7 +21,6 @@ from ``SystemContext.ws_options``.
 
 from __future__ import annotations
 
-import collections
 import logging
 import threading
 from typing import Any, Callable
@@ -41,59 +40,15 @@ from kalshi.ws import (
 from messages.control import FeedDown, FeedReady, Tick
 from messages.feed import FeedEventReceived, FeedStatus, FramesReceived, SequenceGap
 
+from ._util import NS_PER_MS, NS_PER_S, config_int, config_seconds_ns
 from .base import SupervisedActor, error_text, handles, mailbox_depth
 from .context import SystemContext, context_of
 
 log = logging.getLogger(__name__)
 
-NS_PER_MS = 1_000_000
-NS_PER_S = 1_000_000_000
 DEFAULT_STATUS_INTERVAL_S = 1.0
 DEFAULT_OVERFLOW_DEPTH = 1000
 REAPER_JOIN_S = 6.0
-
-
-def _seconds(config: Any, key: str, default: float) -> float:
-    value = config.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{key} must be a positive number of seconds, got {value!r}")
-    return float(value)
-
-
-def _count(config: Any, key: str, default: int, minimum: int = 1) -> int:
-    value = config.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{key} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-class BoundedIdSet:
-    """The last ``capacity`` ids seen (insertion order; the oldest is forgotten first)."""
-
-    __slots__ = ("capacity", "_set", "_order")
-
-    def __init__(self, capacity: int) -> None:
-        if capacity < 1:
-            raise ValueError("capacity must be >= 1")
-        self.capacity = capacity
-        self._set: set[str] = set()
-        self._order: collections.deque[str] = collections.deque()
-
-    def add(self, key: str) -> bool:
-        """Remember ``key``; False if it was already known (a duplicate)."""
-        if key in self._set:
-            return False
-        self._set.add(key)
-        self._order.append(key)
-        if len(self._order) > self.capacity:
-            self._set.discard(self._order.popleft())
-        return True
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._set
-
-    def __len__(self) -> int:
-        return len(self._order)
 
 
 class WsFeedActor(SupervisedActor):
@@ -177,8 +132,8 @@ class WsFeedActor(SupervisedActor):
 
     def setup(self) -> None:
         self.ctx = context_of(self.config)
-        self.status_interval_ns = int(_seconds(self.config, "status_interval_s", DEFAULT_STATUS_INTERVAL_S) * NS_PER_S)
-        self.overflow_depth = _count(self.config, "overflow_depth", DEFAULT_OVERFLOW_DEPTH, minimum=0)
+        self.status_interval_ns = config_seconds_ns(self.config, "status_interval_s", DEFAULT_STATUS_INTERVAL_S)
+        self.overflow_depth = config_int(self.config, "overflow_depth", DEFAULT_OVERFLOW_DEPTH, minimum=0)
 
     def start_client(self) -> None:
         """Create the client, subscribe and start its reader thread (call from ``setup`` or a handler)."""

@@ -16,8 +16,10 @@ Pykka has no supervision, so this actor provides it:
   into ERROR, recovering from ERROR through STARTUP after a cool-down, and escalating repeated ERRORs
   to SHUTDOWN with a non-zero exit code. Every event goes to the supervisor log.
 
-Blocking: only ``Shutdown``/``RestartActor`` wait for children to stop, each bounded by the child's
-``shutdown_timeout``; everything else is non-blocking.
+Blocking: only ``Shutdown`` waits for children to stop (the ordered shutdown), each bounded by the
+child's ``shutdown_timeout``. ``RestartActor`` does not wait: the child is "stopping" until it is gone
+(``ActorStopped`` or seen dead on a Tick) or its ``shutdown_timeout`` passes (then it is a zombie), and
+only then is its replacement scheduled — never two instances at once (journal lock, sockets).
 """
 
 from __future__ import annotations
@@ -189,11 +191,15 @@ class _Child:
     backoff: Backoff
     ref: pykka.ActorRef[Any] | None = None
     generation: int = 0
-    # stopped | starting | running | waiting_restart | exited (normal, not restarted) | failed | hung
+    # stopped | starting | running | stopping (restart requested) | waiting_restart | exited (normal, not
+    # restarted) | failed | hung
     status: str = "stopped"
     spawned_ns: int = 0
     started_ns: int = 0
     restart_at_ns: int | None = None
+    stop_deadline_ns: int = 0  # while stopping: past this the old instance is a zombie
+    stop_reason: str = ""
+    stop_future: Any = None  # pykka's stop future: done once on_stop (the cleanup) has returned
     ping_token: int | None = None
     ping_sent_ns: int = 0
     last_ping_ns: int = 0
@@ -328,6 +334,7 @@ class HealthSupervisor(SupervisedActor):
             if child.spec.ticks and child.status in ("starting", "running") and child.ref is not None:
                 self._tell_child(child, message)
         self._check_liveness()
+        self._check_stopping()
         self._check_hangs()
         self._prune_zombies()
         if self.state not in (State.ERROR, State.SHUTDOWN):
@@ -421,6 +428,10 @@ class HealthSupervisor(SupervisedActor):
     @handles(ActorStopped)
     def on_actor_stopped(self, message: ActorStopped) -> None:
         child = self._current(message.actor, message.generation)
+        if child is not None and child.status == "stopping":
+            child.stop_future = None  # sent at the end of its cleanup: it is gone
+            self._check_stopping()  # a requested restart: its replacement may be scheduled now
+            return
         if child is None or child.status not in ("starting", "running"):
             return  # we stopped it ourselves, or it is an older generation
         self.slog.write("actor_stopped", mono_ns=self.now_ns, actor=child.spec.name, generation=child.generation)
@@ -518,14 +529,42 @@ class HealthSupervisor(SupervisedActor):
         child = self.children.get(message.actor)
         if child is None or self.state in (State.ERROR, State.SHUTDOWN):
             return False
+        if child.status == "stopping":
+            return True  # already on its way out
         self.slog.write("restart_requested", mono_ns=self.now_ns, actor=message.actor, reason=message.reason)
+        reason = f"restart requested: {message.reason}"
         if child.status in ("starting", "running") and child.ref is not None:
-            ref = child.ref
-            child.status = "stopped"  # so its ActorStopped is not taken for an exit
-            if not _safe_stop(ref, child.spec.shutdown_timeout_ns / _NS):
-                self._add_zombie(child.spec.name, child.generation, ref)
-        self._child_exited(child, abnormal=True, reason=f"restart requested: {message.reason}", force=True)
+            # Ask it to stop and return at once; _check_stopping schedules the replacement once it is gone.
+            child.status = "stopping"
+            child.stop_deadline_ns = self.now_ns + child.spec.shutdown_timeout_ns
+            child.stop_reason = reason
+            child.ping_token = None
+            self._drop_readiness(child)  # the gate closes now, not when the old instance is gone
+            child.stop_future = child.ref.stop(block=False)
+            self._advance()
+            return True
+        self._child_exited(child, abnormal=True, reason=reason, force=True)
         return True
+
+    def _check_stopping(self) -> None:
+        for child in self.children.values():
+            if child.status != "stopping":
+                continue
+            # is_alive() turns False before on_stop runs: only the stop future says the cleanup is over.
+            if child.stop_future is not None:
+                try:
+                    child.stop_future.get(timeout=0)
+                    child.stop_future = None
+                except pykka.Timeout:
+                    if self.now_ns < child.stop_deadline_ns:
+                        continue
+                    timeout_s = child.spec.shutdown_timeout_ns / _NS
+                    if child.ref is not None:
+                        self._add_zombie(child.spec.name, child.generation, child.ref)
+                    self.slog.write("stop_timeout", mono_ns=self.now_ns, actor=child.spec.name,
+                                    generation=child.generation, reason=f"did not stop within {timeout_s:g}s")
+                    child.stop_future = None
+            self._child_exited(child, abnormal=True, reason=child.stop_reason, force=True)
 
     @handles(Shutdown)
     def on_shutdown(self, message: Shutdown) -> int:
@@ -578,14 +617,15 @@ class HealthSupervisor(SupervisedActor):
 
     def _start_children(self) -> None:
         """Start every child that is not running, one at a time in start order (OTP ordered start)."""
-        self._start_queue = [n for n, c in self.children.items() if c.status not in ("starting", "running")]
+        # A stopping child is left alone: its exit schedules the replacement.
+        self._start_queue = [n for n, c in self.children.items() if c.status not in ("starting", "running", "stopping")]
         self._start_next()
 
     def _start_next(self) -> None:
         self._in_order = None
         while self._start_queue and not self._shut_down and self.state is not State.ERROR:
             child = self.children[self._start_queue.pop(0)]
-            if child.status in ("starting", "running"):
+            if child.status in ("starting", "running", "stopping"):
                 continue
             self._spawn(child)
             if child.status == "starting" and child.ref is not None:
@@ -630,13 +670,16 @@ class HealthSupervisor(SupervisedActor):
         if child.spec.name == self._in_order:
             self._start_next()  # a child that failed to start does not hold up the ones after it
 
+    def _drop_readiness(self, child: _Child) -> None:
+        if child.spec.feed:
+            self.readiness.feeds_ready.discard(child.spec.name)
+        if child.spec.name == self.cfg.trading_client:
+            self.readiness.trading_client_ready = False
+
     def _handle_exit(self, child: _Child, *, abnormal: bool, reason: str, force: bool) -> None:
         name = child.spec.name
         child.ping_token = None
-        if child.spec.feed:
-            self.readiness.feeds_ready.discard(name)
-        if name == self.cfg.trading_client:
-            self.readiness.trading_client_ready = False
+        self._drop_readiness(child)
         if self._shut_down or self.state in (State.ERROR, State.SHUTDOWN):
             child.status = "stopped"  # restarted on recovery
             self._advance()
@@ -819,7 +862,7 @@ class HealthSupervisor(SupervisedActor):
 
     def _compute_degraded(self) -> bool:
         for child in self.children.values():
-            if child.status in ("starting", "waiting_restart", "failed", "hung", "stopped"):
+            if child.status in ("starting", "stopping", "waiting_restart", "failed", "hung", "stopped"):
                 return True
             if child.spec.feed and not child.spec.critical and child.spec.name not in self.readiness.feeds_ready:
                 return True

@@ -9,7 +9,6 @@ floats); an int money value is taken to be in $0.0001 units (``kalshi.units``).
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,6 +19,8 @@ from rich.table import Table
 from rich.text import Text
 
 from kalshi.units import UnitError, format_money, notional, parse_money, parse_price, parse_signed_count, price_complement
+
+from ._util import BoundedIdSet
 
 __all__ = ["render_status", "feed_rates", "compute_pnl", "PlainReporter", "format_duration"]
 
@@ -383,20 +384,9 @@ class PlainReporter:
     def __init__(self, summary_every_s: float = 5.0, remember: int = 2000) -> None:
         self.summary_every_s = summary_every_s
         self._last_state: tuple[Any, Any, Any] | None = None
-        self._seen: set[tuple[Any, ...]] = set()
-        self._seen_order: deque[tuple[Any, ...]] = deque()
-        self._remember = remember
+        self._seen: BoundedIdSet[tuple[Any, ...]] = BoundedIdSet(remember)
         self._orders: dict[str, Any] | None = None
         self._last_summary_s: float | None = None
-
-    def _remember_key(self, key: tuple[Any, ...]) -> bool:
-        if key in self._seen:
-            return False
-        self._seen.add(key)
-        self._seen_order.append(key)
-        if len(self._seen_order) > self._remember:
-            self._seen.discard(self._seen_order.popleft())
-        return True
 
     def lines(self, status: Mapping[str, Any], now_s: float) -> list[str]:
         status = _map(status)
@@ -413,7 +403,7 @@ class PlainReporter:
                 + (f" ({_text(status.get('state_reason'), 100)})" if status.get("state_reason") else "")
             )
         recent = [_map(d) for d in _seq(status.get("recent_decisions"))]
-        fresh = [d for d in recent if self._remember_key(self._decision_key(d))]
+        fresh = [d for d in recent if self._seen.add(self._decision_key(d))]
         for d in reversed(_newest_first(fresh)):
             out.append(
                 f"decision {_text(d.get('action'), 24)} {_text(_first(d, 'market', 'market_ticker'), 40)} "
@@ -446,5 +436,13 @@ class PlainReporter:
             f"summary state={_text(status.get('state'), 30)} uptime={format_duration(status.get('uptime_s'))} "
             f"feeds={connected}/{len(feeds)} books={len(books)} "
             f"whales_queued={_text(_first(stats, 'queue_size'))} trades_seen={_text(stats.get('trades_seen'))} "
-            f"decisions={total} balance={_money(_first(status, 'balance', 'balance_dollars'))}"
+            f"decisions={total} balance={_money(_first(status, 'balance', 'balance_dollars'))} "
+            f"positions={len(_seq(status.get('positions')))} {PlainReporter.pnl_text(compute_pnl(status))}"
         )
+
+    @staticmethod
+    def pnl_text(pnl: Mapping[str, Any]) -> str:
+        """``pnl realized=… unrealized=…`` after fees; positions without a usable book price are counted."""
+        text = f"pnl realized={_money(pnl.get('realized'))} unrealized={_money(pnl.get('unrealized'))}"
+        unpriced = pnl.get("unpriced")
+        return text + (f" (unpriced {unpriced})" if unpriced else "")

@@ -36,7 +36,8 @@ from messages.feed import FramesReceived, RequestSnapshot, Resubscribe, WatchMar
 from messages.market import BookFramesReceived, BookStale
 
 from .base import handles
-from .feed_base import NS_PER_S, WsFeedActor, _count, _seconds
+from ._util import NS_PER_S, config_int, config_seconds_ns
+from .feed_base import WsFeedActor
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +79,10 @@ class OrderbookFeed(WsFeedActor):
         super().setup()
         ctx = self.ctx
         assert ctx is not None
-        self.snapshot_timeout_ns = int(
-            _seconds(self.config, "snapshot_timeout_s", DEFAULT_SNAPSHOT_TIMEOUT_S) * NS_PER_S
-        )
+        self.snapshot_timeout_ns = config_seconds_ns(self.config, "snapshot_timeout_s", DEFAULT_SNAPSHOT_TIMEOUT_S)
         initial = list(dict.fromkeys(ctx.market_tickers))
         default_cap = max(int(ctx.settings.orderbook_market_limit), len(initial)) + MARKET_CAP_SLACK
-        self.market_cap = _count(self.config, "market_cap", default_cap)
+        self.market_cap = config_int(self.config, "market_cap", default_cap)
         if len(initial) > self.market_cap:
             log.warning("%s: %d markets given, keeping the first %d (market_cap)", self.name, len(initial),
                         self.market_cap)
@@ -124,7 +123,7 @@ class OrderbookFeed(WsFeedActor):
             return
         if not self.pending:
             if self.stage is not None:
-                log.info("%s: all books fresh again", self.name)
+                log.info("%s: all %d books have a fresh snapshot", self.name, len(self.markets))
             self.stage = None
         if not self.ready and not (self.pending & self.required) and not self.overflowed:
             self.set_ready(True)

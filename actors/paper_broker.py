@@ -72,6 +72,7 @@ class PaperOrder:
     fees: int
     average_fill_price: int | None  # outcome price, rounded up
     ts_ms: int
+    order_group_id: str | None = None  # paper orders belong to no order group (read like Kalshi's orders)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -27,12 +27,14 @@ from typing import Any
 
 from kalshi.wire.frames import Fill, MarketPosition, UserOrder
 from kalshi.ws import WsCommandReply, WsConnected, WsSubscribed
-from messages.account import FillReceived, OrderUpdated, PositionChanged
+from messages.account import FillReceived, PositionChanged
 from messages.control import FeedDown, SyncAccount
 from messages.feed import FramesReceived
 
 from .base import handles
-from .feed_base import BoundedIdSet, WsFeedActor, _count
+from ._util import BoundedIdSet, config_int
+from .feed_base import WsFeedActor
+from .state_keeper import order_updated
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +64,7 @@ class PositionListener(WsFeedActor):
         super().setup()
         ctx = self.ctx
         assert ctx is not None
-        self.seen_fills = BoundedIdSet(_count(self.config, "dedup_capacity", DEFAULT_DEDUP_CAPACITY))
+        self.seen_fills = BoundedIdSet(config_int(self.config, "dedup_capacity", DEFAULT_DEDUP_CAPACITY))
         if ctx.credentials is None:
             self.idle = True
             log.warning("%s: no API credentials: private channels unavailable, staying idle", self.name)
@@ -116,21 +118,7 @@ class PositionListener(WsFeedActor):
                 ))
             elif kind is UserOrder:
                 self.orders += 1
-                tell("state_keeper", OrderUpdated(
-                    order_id=f.order_id,
-                    client_order_id=f.client_order_id,
-                    market_ticker=f.ticker,
-                    status=f.status,
-                    book_side=f.book_side,  # type: ignore[arg-type]
-                    outcome_side=f.outcome_side,  # type: ignore[arg-type]
-                    yes_price=f.yes_price,
-                    fill_count=f.fill_count,
-                    remaining_count=f.remaining_count,
-                    initial_count=f.initial_count,
-                    order_group_id=f.order_group_id,
-                    ts_ms=f.ts_ms,
-                    source="ws",
-                ))
+                tell("state_keeper", order_updated(f, ts_ms=f.ts_ms, source="ws"))
             else:
                 self.other_frames += 1
 

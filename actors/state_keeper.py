@@ -27,15 +27,12 @@ What it does:
 from __future__ import annotations
 
 import logging
-import queue
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 from kalshi.book import OrderBook
 from kalshi.wire.frames import OrderbookDelta, OrderbookSnapshot
-from messages.account import AccountSynced, BalanceSynced, FillReceived, OrderUpdated, PositionChanged
+from messages.account import AccountSynced, BalanceSynced, FillReceived, OrderUpdated, PositionChanged, Source
 from messages.control import DataSynced, SupervisorReport, SyncAccount, SystemStateChanged, Tick, TradingGateChanged
 from messages.feed import RequestSnapshot, SequenceGap
 from messages.market import BookFramesReceived, BookStale, TradesPrinted
@@ -59,7 +56,8 @@ from messages.whale import (
     WhaleProcessing,
 )
 
-from .base import SupervisedActor, error_text, handles
+from ._util import NS_PER_MS, BoundedIdSet, WorkerThread, config_int, config_seconds_ns
+from .base import SupervisedActor, handles
 from .context import SystemContext
 
 log = logging.getLogger(__name__)
@@ -69,8 +67,6 @@ RESTING_STATUSES = frozenset({"resting", "pending"})
 # Private channels: a sequence gap there means streamed fills/positions may be missing → REST sync.
 PRIVATE_FEEDS = frozenset({"position_listener"})
 
-_NS_PER_MS = 1_000_000
-_STOP = object()
 
 
 def position_from_rest(p: Any) -> PositionChanged:
@@ -86,8 +82,9 @@ def position_from_rest(p: Any) -> PositionChanged:
     )
 
 
-def order_from_rest(o: Any) -> OrderUpdated:
-    """``kalshi.wire.bodies.Order`` → ``OrderUpdated``."""
+def order_updated(o: Any, *, ts_ms: int, source: Source) -> OrderUpdated:
+    """An order as Kalshi gives it (REST ``bodies.Order`` or the ``user_orders`` frame ``frames.UserOrder``,
+    which share these field names) → ``OrderUpdated``."""
     return OrderUpdated(
         order_id=o.order_id,
         client_order_id=o.client_order_id,
@@ -100,9 +97,14 @@ def order_from_rest(o: Any) -> OrderUpdated:
         remaining_count=o.remaining_count,
         initial_count=o.initial_count,
         order_group_id=o.order_group_id,
-        ts_ms=o.last_update_time_ms or o.created_time_ms or 0,
-        source="rest",
+        ts_ms=ts_ms,
+        source=source,
     )
+
+
+def order_from_rest(o: Any) -> OrderUpdated:
+    """``kalshi.wire.bodies.Order`` → ``OrderUpdated``."""
+    return order_updated(o, ts_ms=o.last_update_time_ms or o.created_time_ms or 0, source="rest")
 
 
 def read_account(rest: Any, at_ms: int, max_items: int = 10_000) -> AccountSynced:
@@ -134,11 +136,9 @@ def read_account(rest: Any, at_ms: int, max_items: int = 10_000) -> AccountSynce
 
 
 class SyncWorker:
-    """A thread that runs REST syncs one at a time and reports each with ``report(SyncFinished)``.
-
-    It makes its own REST client (a requests session must not be shared across threads) and closes it
-    on stop. Every call inside has the client's total deadline, so a sync never hangs the thread for long.
-    """
+    """The REST sync thread: each ``request(sync_id)`` runs ``read_account`` on a ``WorkerThread`` (its own REST
+    client, made on that thread and closed on stop) and reports ``SyncFinished``. Every call inside has the
+    client's total deadline, so a sync never holds the thread for long."""
 
     def __init__(
         self,
@@ -148,50 +148,22 @@ class SyncWorker:
         name: str = "state-keeper-sync",
         max_items: int = 10_000,
     ) -> None:
-        self._make_rest = make_rest
-        self._report = report
         self._wall_ms = wall_ms
         self._max_items = max_items
-        self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread = WorkerThread(make_rest, report, name, label="REST client")
 
     def start(self) -> None:
         self._thread.start()
 
     def request(self, sync_id: int) -> None:
-        self._requests.put(sync_id)
+        self._thread.submit(
+            lambda rest: read_account(rest, self._wall_ms(), self._max_items),
+            lambda result, error: SyncFinished(sync_id=sync_id, result=result, error=error or None),
+        )
 
     def stop(self, timeout_s: float = 5.0) -> bool:
         """Ask the thread to finish after the current sync; True when it ended within ``timeout_s``."""
-        self._requests.put(_STOP)
-        if self._thread.is_alive():
-            self._thread.join(timeout_s)
-        return not self._thread.is_alive()
-
-    def _run(self) -> None:
-        rest = None
-        try:
-            while True:
-                sync_id = self._requests.get()
-                if sync_id is _STOP:
-                    return
-                try:
-                    if rest is None:
-                        rest = self._make_rest()
-                    result = read_account(rest, self._wall_ms(), self._max_items)
-                    message = SyncFinished(sync_id=sync_id, result=result)
-                except Exception as exc:  # every failure is reported, never kills the thread
-                    message = SyncFinished(sync_id=sync_id, result=None, error=error_text(exc))
-                try:
-                    self._report(message)
-                except Exception:  # the actor is gone: nothing left to report to
-                    return
-        finally:
-            if rest is not None:
-                try:
-                    rest.close()
-                except Exception:
-                    pass
+        return self._thread.stop(timeout_s)
 
 
 class StateKeeper(SupervisedActor):
@@ -207,12 +179,11 @@ class StateKeeper(SupervisedActor):
         self.context: SystemContext | None = ctx if isinstance(ctx, SystemContext) else None
         self.executor_name: str = cfg.get("executor", "whale_executor")
         self.broadcaster_name: str = cfg.get("broadcaster", "broadcaster")
-        self.min_emit_ns = int(cfg.get("min_emit_interval_ms", 100)) * _NS_PER_MS
-        self.snapshot_retry_ns = int(float(cfg.get("snapshot_retry_s", 5)) * 1_000_000_000)
-        self.fill_id_memory = int(cfg.get("fill_id_memory", 100_000))
+        self.min_emit_ns = config_int(cfg, "min_emit_interval_ms", 100, minimum=0) * NS_PER_MS
+        self.snapshot_retry_ns = config_seconds_ns(cfg, "snapshot_retry_s", 5)
         settings = self.context.settings if self.context is not None else None
         cycle_s = getattr(settings, "cycle_seconds", 30) if settings is not None else 30
-        self.sync_interval_ns = int(cfg.get("sync_interval_s", cycle_s)) * 1_000_000_000
+        self.sync_interval_ns = config_seconds_ns(cfg, "sync_interval_s", cycle_s)
 
         # Books
         self.books: dict[str, OrderBook] = {}
@@ -233,7 +204,7 @@ class StateKeeper(SupervisedActor):
         self.positions: dict[str, PositionChanged] = {}
         self.orders: dict[str, OrderUpdated] = {}
         self.inflight: dict[str, str] = {}  # client_order_id → submitted | unknown
-        self.fill_ids: OrderedDict[str, None] = OrderedDict()
+        self.fill_ids: BoundedIdSet[str] = BoundedIdSet(config_int(cfg, "fill_id_memory", 100_000))
         self.unsynced_fill_markets: set[str] = set()
         self.fills_since_sync_start: set[str] = set()
         self.synced_at_ms = 0
@@ -277,9 +248,9 @@ class StateKeeper(SupervisedActor):
         self.paper = self.context is not None and self.context.execution == "paper"
         if self.paper:
             self.sync_enabled = False
-        self.owed_retry_ns = int(float(cfg.get("owed_sync_retry_s", 2)) * 1_000_000_000)
+        self.owed_retry_ns = config_seconds_ns(cfg, "owed_sync_retry_s", 2)
         # The seed's post-execution sync: balance has no stream, so read REST shortly after our fills.
-        self.post_fill_sync_ns = int(float(cfg.get("post_fill_sync_s", 1)) * 1_000_000_000)
+        self.post_fill_sync_ns = config_seconds_ns(cfg, "post_fill_sync_s", 1, allow_zero=True)
         self.sync_id = 0
         self.sync_inflight: int | None = None  # id of the running sync
         self.current_answers = False  # the running sync started after a SyncAccount
@@ -484,12 +455,9 @@ class StateKeeper(SupervisedActor):
 
     @handles(FillReceived)
     def on_fill(self, message: FillReceived) -> None:
-        if message.fill_id in self.fill_ids:
+        if not self.fill_ids.add(message.fill_id):
             self.duplicate_fills += 1
             return
-        self.fill_ids[message.fill_id] = None
-        if len(self.fill_ids) > self.fill_id_memory:
-            self.fill_ids.popitem(last=False)
         self.fills += 1
         self.fills_since_sync_start.add(message.market_ticker)
         self.unsynced_fill_markets.add(message.market_ticker)

@@ -31,7 +31,8 @@ from messages.feed_backfill import TradesBackfilled
 from messages.market import TradePrinted, TradesPrinted
 
 from .base import error_text, handles
-from .feed_base import BoundedIdSet, WsFeedActor, _count
+from ._util import BoundedIdSet, config_int
+from .feed_base import WsFeedActor
 
 log = logging.getLogger(__name__)
 
@@ -134,10 +135,10 @@ class TradesFeed(WsFeedActor):
 
     def setup(self) -> None:
         super().setup()
-        self.seen = BoundedIdSet(_count(self.config, "dedup_capacity", DEFAULT_DEDUP_CAPACITY))
-        self.max_pages = _count(self.config, "backfill_max_pages", DEFAULT_BACKFILL_MAX_PAGES)
-        self.page_limit = _count(self.config, "backfill_page_limit", DEFAULT_BACKFILL_PAGE_LIMIT)
-        self.overlap_s = _count(self.config, "backfill_overlap_s", DEFAULT_BACKFILL_OVERLAP_S, minimum=0)
+        self.seen = BoundedIdSet(config_int(self.config, "dedup_capacity", DEFAULT_DEDUP_CAPACITY))
+        self.max_pages = config_int(self.config, "backfill_max_pages", DEFAULT_BACKFILL_MAX_PAGES)
+        self.page_limit = config_int(self.config, "backfill_page_limit", DEFAULT_BACKFILL_PAGE_LIMIT)
+        self.overlap_s = config_int(self.config, "backfill_overlap_s", DEFAULT_BACKFILL_OVERLAP_S, minimum=0)
         self.start_client()
 
     def subscribe_all(self, ws: Any) -> None:

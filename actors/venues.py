@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
-import threading
 from typing import Any, Callable, Protocol
 
 from kalshi.book import OrderBook
@@ -44,6 +42,7 @@ from messages.execution import (
 from messages.state import BookView
 from messages.whale import OrderPlan
 
+from ._util import WorkerThread
 from .base import error_text
 from .paper_broker import PaperBroker
 from .settings import LIVE_OPT_IN_ENV, LIVE_OPT_IN_VALUE
@@ -99,6 +98,7 @@ class Venue(Protocol):
 
 
 def _found(order: Any) -> FoundOrder:
+    """A Kalshi order (``bodies.Order``) or a ``PaperOrder`` (same field names) → ``FoundOrder``."""
     return FoundOrder(
         order_id=order.order_id,
         client_order_id=order.client_order_id,
@@ -321,16 +321,7 @@ class PaperVenue:
 
     def find(self, client_order_id: str, market: str | None) -> FoundOrder | None:
         order = self.broker.order(client_order_id)
-        if order is None:
-            return None
-        return FoundOrder(
-            order_id=order.order_id,
-            client_order_id=order.client_order_id,
-            market=order.ticker,
-            status=order.status,
-            fill_count=order.fill_count,
-            remaining_count=order.remaining_count,
-        )
+        return None if order is None else _found(order)
 
     def resting_orders(self) -> tuple[FoundOrder, ...]:
         return ()  # paper orders are IOC/FOK: nothing ever rests
@@ -395,16 +386,10 @@ def _series_fees(context: Any) -> Callable[[str], FeeSchedule]:
 
 # --- the worker thread ---------------------------------------------------------------------------
 
-_STOP = object()
-
-
 class VenueWorker:
-    """One thread, one venue, one job at a time. ``submit(kind, fn)`` queues ``fn(venue)``; its result (or
-    the error text) is handed to ``deliver`` as ``make_done(job_id, kind, result, error)``.
-
-    The venue is built on the worker thread (a requests session must stay on one thread). If it cannot be
-    built, every job answers with that error.
-    """
+    """The executor's venue thread (``actors._util.WorkerThread``): ``submit(kind, fn)`` queues ``fn(venue)``
+    and returns a job id; its result (or the error text) is handed to ``deliver`` as
+    ``make_done(job_id, kind, result, error)``. The venue is built on the worker thread."""
 
     def __init__(
         self,
@@ -413,64 +398,19 @@ class VenueWorker:
         make_done: Callable[[int, str, Any, str], Any],
         name: str = "venue-worker",
     ) -> None:
-        self._make_venue = make_venue
-        self._deliver = deliver
         self._make_done = make_done
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread = WorkerThread(make_venue, deliver, name, label="venue")
         self._next_id = 0
-        self.busy_jobs = 0  # submitted and not yet answered (read by the owning actor only)
-        self.venue_name: str | None = None
 
     def start(self) -> None:
         self._thread.start()
 
     def submit(self, kind: str, fn: Callable[[Venue], Any]) -> int:
         self._next_id += 1
-        self.busy_jobs += 1
-        self._queue.put((self._next_id, kind, fn))
-        return self._next_id
-
-    def answered(self) -> None:
-        self.busy_jobs = max(0, self.busy_jobs - 1)
+        job_id, make_done = self._next_id, self._make_done
+        self._thread.submit(fn, lambda result, error: make_done(job_id, kind, result, error))
+        return job_id
 
     def stop(self, timeout: float = 5.0) -> bool:
         """Ask the thread to finish its current job and exit; False if it did not within ``timeout``."""
-        self._queue.put(_STOP)
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-    def _run(self) -> None:
-        venue = None
-        venue_error = ""
-        try:
-            venue = self._make_venue()
-            self.venue_name = getattr(venue, "name", type(venue).__name__)
-        except Exception as exc:  # noqa: BLE001 - reported with every job instead of killing the thread
-            venue_error = f"venue unavailable: {error_text(exc)}"
-            log.error("venue worker: %s", venue_error)
-        try:
-            while True:
-                item = self._queue.get()
-                if item is _STOP:
-                    return
-                job_id, kind, fn = item
-                if venue is None:
-                    self._send(job_id, kind, None, venue_error)
-                    continue
-                try:
-                    result = fn(venue)
-                    error = ""
-                except Exception as exc:  # noqa: BLE001 - any failure is an answer, never a dead thread
-                    result, error = None, error_text(exc)
-                self._send(job_id, kind, result, error)
-        finally:
-            if venue is not None:
-                venue.close()
-
-    def _send(self, job_id: int, kind: str, result: Any, error: str) -> None:
-        try:
-            self._deliver(self._make_done(job_id, kind, result, error))
-        except Exception:  # noqa: BLE001 - the actor is gone (stopping): nothing to tell
-            log.debug("venue worker: could not deliver %s result", kind)
+        return self._thread.stop(timeout)

@@ -93,6 +93,7 @@ from messages.whale import (
     WhaleQueueUpdated,
 )
 
+from ._util import NS_PER_MS, NS_PER_S, BoundedIdSet, config_int, config_seconds_ns
 from .base import SupervisedActor, error_text, handles
 from .context import SystemContext, context_of
 from .journal import Journal, JournalError
@@ -104,14 +105,14 @@ __all__ = ["WhaleExecutor", "VenueFactory"]
 
 log = logging.getLogger(__name__)
 
-_NS = 1_000_000_000
-VIEW_WAIT_NS = 2 * _NS  # how long a whale waits for the first view of its newly watched market
-_MS = 1_000_000
+VIEW_WAIT_NS = 2 * NS_PER_S  # how long a whale waits for the first view of its newly watched market
+SEEN_WHALES_MEMORY = 10_000  # whale ids journaled as seen (bounded: the oldest are forgotten)
 NOTIFY = ("state_keeper", "broadcaster")
 
 # (context, book_source) -> Venue, called on the worker thread.
 VenueFactory = Callable[[SystemContext, Callable[[str], BookView | None]], Venue]
 
+# Durations (seconds, *_s) become integer ns in ``self.ns`` (key without "_s"); the rest are ints.
 _DEFAULTS = {
     "absent_grace_s": 2.0,  # two "not found" reads at least this far apart = definitively not created
     "resolve_backoff_s": 0.5,  # first retry of a failed read-back; doubles up to the max
@@ -119,13 +120,11 @@ _DEFAULTS = {
     "rate_backoff_s": 1.0,  # after a 429 on create; doubles (with jitter) up to the max
     "rate_backoff_max_s": 60.0,
     "retry_send_s": 0.5,  # after a connection that never opened
-    "max_not_sent": 5,
-    "max_resends": 3,
     "reconcile_retry_s": 5.0,
     "fill_hold_s": 30.0,  # a market we just bought in counts as held until the account view catches up
-    "strategy_version": "v1",
     "stop_timeout_s": 5.0,
 }
+_INT_DEFAULTS = {"max_not_sent": 5, "max_resends": 3}
 
 
 @dataclass(slots=True)
@@ -174,7 +173,8 @@ class WhaleExecutor(SupervisedActor):
         self.worker: VenueWorker | None = None
         # Filled in setup().
         self.ctx: SystemContext
-        self.opts: dict[str, Any] = {}
+        self.ns: dict[str, int] = {}  # durations from _DEFAULTS, in ns
+        self.limits: dict[str, int] = {}  # counts from _INT_DEFAULTS
         self.strategy: Strategy
         self.rules: FollowRules
         self.bucket: TokenBucket
@@ -196,7 +196,7 @@ class WhaleExecutor(SupervisedActor):
         self.evaluated_whale_ids: set[str] = set()
         self.evaluated_trade_ids: set[str] = set()
         self.evaluated_sweeps: set[tuple[str, str, int]] = set()
-        self.seen_whales: dict[str, None] = {}
+        self.seen_whales: BoundedIdSet[str] = BoundedIdSet(SEEN_WHALES_MEMORY)
         self.last_reason: dict[str, tuple[str, str]] = {}
         self.open: dict[str, _Open] = {}
         self.filled_markets: dict[str, int] = {}  # market -> mono ns of the fill
@@ -218,8 +218,9 @@ class WhaleExecutor(SupervisedActor):
     def setup(self) -> None:
         self.ctx = context_of(self.config)
         settings = self.ctx.settings
-        self.opts = {k: self.config.get(k, v) for k, v in _DEFAULTS.items()}
-        version = str(self.opts["strategy_version"])
+        self.ns = {k[:-2]: config_seconds_ns(self.config, k, v) for k, v in _DEFAULTS.items()}
+        self.limits = {k: config_int(self.config, k, v, minimum=0) for k, v in _INT_DEFAULTS.items()}
+        version = str(self.config.get("strategy_version", "v1"))
         self.strategy = make_strategy(settings.strategy, settings, version)
         self.rules = FollowRules.from_settings(settings, version)
         self.journal = Journal(self.config.get("journal_dir") or self.ctx.data_dir)
@@ -260,7 +261,7 @@ class WhaleExecutor(SupervisedActor):
             gid = self.order_group_id
             if gid:
                 worker.submit("reset_group", lambda v: v.reset_order_group(gid))
-            if not worker.stop(float(self.opts.get("stop_timeout_s", 5.0))):
+            if not worker.stop(self.ns.get("stop_timeout", 5 * NS_PER_S) / NS_PER_S):
                 log.error("%s: venue worker did not stop in time", self.name)
         if self._acting:
             self._acting = False
@@ -323,12 +324,9 @@ class WhaleExecutor(SupervisedActor):
     def on_queue(self, msg: WhaleQueueUpdated) -> None:
         self.queue = msg.queue
         for whale in msg.queue:
-            if whale.whale_id not in self.seen_whales and whale.whale_id not in self.evaluated_whale_ids:
-                self.seen_whales[whale.whale_id] = None
+            if whale.whale_id not in self.evaluated_whale_ids and self.seen_whales.add(whale.whale_id):
                 if not self._journal_write(lambda j, w=whale: j.record_whale_seen(w, self._now_ms())):
                     return
-        while len(self.seen_whales) > 10_000:  # bounded: forget the oldest sightings
-            del self.seen_whales[next(iter(self.seen_whales))]
         queued = {w.whale_id for w in msg.queue}
         for whale_id in [k for k in self.last_reason if k not in queued]:
             del self.last_reason[whale_id]  # left the queue without a final decision
@@ -362,7 +360,7 @@ class WhaleExecutor(SupervisedActor):
             elif order.state == "unknown" and now_ns >= order.next_ns and self.ready:
                 self._read_back(coid)
         if self.ctx.execution != "paper":
-            hold = int(float(self.opts["fill_hold_s"]) * _NS)
+            hold = self.ns["fill_hold"]
             for market, at in list(self.filled_markets.items()):
                 if now_ns - at > hold:
                     del self.filled_markets[market]
@@ -397,8 +395,6 @@ class WhaleExecutor(SupervisedActor):
 
     @handles(VenueJobDone)
     def on_job_done(self, msg: VenueJobDone) -> None:
-        if self.worker is not None:
-            self.worker.answered()
         handler = {
             "place": self._on_place,
             "resolve": self._on_resolve,
@@ -452,12 +448,12 @@ class WhaleExecutor(SupervisedActor):
             self._mark_unknown(coid, reason, immediate=status == "duplicate")
         elif status == "not_sent":
             order.not_sent += 1
-            if order.not_sent > int(self.opts["max_not_sent"]):
+            if order.not_sent > self.limits["max_not_sent"]:
                 self._close_rejected(order, 0, "not_sent", outcome.detail, {"code": "not_sent", "attempts": order.not_sent})
             else:
                 order.state = "retry"
                 order.reason = "not_sent"
-                order.next_ns = now_ns + int(float(self.opts["retry_send_s"]) * _NS * order.not_sent)
+                order.next_ns = now_ns + self.ns["retry_send"] * order.not_sent
         elif status == "rate_limited":
             self._note_429(outcome.retry_after_ms, now_ns)
             if now_ms > order.deadline_ms:
@@ -495,7 +491,7 @@ class WhaleExecutor(SupervisedActor):
             self._close_accepted(order, found.order_id, found.fill_count, found.remaining_count, None, None, 0,
                                  {"resolved": True, "status": found.status})
             return
-        grace = int(float(self.opts["absent_grace_s"]) * _NS)
+        grace = self.ns["absent_grace"]
         if order.absent_since_ns is None:
             order.absent_since_ns = now_ns
             order.next_ns = now_ns + grace
@@ -516,9 +512,9 @@ class WhaleExecutor(SupervisedActor):
             # Blocked (gate closed, ERROR, not reconciled): keep reading; resend once trading may resume.
             order.next_ns = now_ns + grace
             return
-        if order.resends >= int(self.opts["max_resends"]):
+        if order.resends >= self.limits["max_resends"]:
             # Stay blocked rather than risk a second order; poll slowly and say so once.
-            order.next_ns = now_ns + int(float(self.opts["resolve_backoff_max_s"]) * _NS)
+            order.next_ns = now_ns + self.ns["resolve_backoff_max"]
             if not order.gave_up_logged:
                 order.gave_up_logged = True
                 log.error("%s: order %s still absent after %d resends; trading stays blocked", self.name, coid, order.resends)
@@ -537,7 +533,7 @@ class WhaleExecutor(SupervisedActor):
             self._count("reconcile_failures")
             log.warning("%s: reconciliation failed: %s", self.name, reason)
             self.tell_supervisor(TradingClientDown(actor=self.name, generation=self.generation, reason=f"reconcile: {reason}"[:300]))
-            self._reconcile_due_ns = self._now_ns() + int(float(self.opts["reconcile_retry_s"]) * _NS)
+            self._reconcile_due_ns = self._now_ns() + self.ns["reconcile_retry"]
             if isinstance(report, ReconcileReport):
                 self._apply_reconcile_reads(report)
             return
@@ -658,7 +654,7 @@ class WhaleExecutor(SupervisedActor):
         cycle = self.strategy.cycle_seconds
         if not cycle or not self.ready or now_ns < self._next_cycle_ns or self.journal is None:
             return
-        self._next_cycle_ns = now_ns + cycle * _NS
+        self._next_cycle_ns = now_ns + cycle * NS_PER_S
         # The seed's cycle: sync (the state keeper's latest account view) → evaluate → decide → execute.
         now_ms = self._now_ms()
         for decision in self.strategy.on_cycle(self._context(), now_ms, self._bucket(now_ns), now_ms):
@@ -797,16 +793,14 @@ class WhaleExecutor(SupervisedActor):
 
     def _note_429(self, retry_after_ms: int | None, now_ns: int) -> None:
         self._rl_attempt += 1
-        base = float(self.opts["rate_backoff_s"]) * (2 ** (self._rl_attempt - 1))
-        cap = float(self.opts["rate_backoff_max_s"])
-        delay = self._rng.uniform(0.5, 1.0) * min(cap, base)  # jitter: never a synchronized burst
+        base = self.ns["rate_backoff"] * (2 ** (self._rl_attempt - 1))
+        delay_ns = int(self._rng.uniform(0.5, 1.0) * min(self.ns["rate_backoff_max"], base))  # jitter: no burst
         if retry_after_ms is not None:
-            delay = max(delay, retry_after_ms / 1000)
-        self._rl_until_ns = max(self._rl_until_ns, now_ns + int(delay * _NS))
+            delay_ns = max(delay_ns, retry_after_ms * NS_PER_MS)
+        self._rl_until_ns = max(self._rl_until_ns, now_ns + delay_ns)
 
     def _backoff_ns(self, reads: int) -> int:
-        base = float(self.opts["resolve_backoff_s"]) * (2 ** min(reads, 16))
-        return int(min(float(self.opts["resolve_backoff_max_s"]), base) * _NS)
+        return min(self.ns["resolve_backoff_max"], self.ns["resolve_backoff"] * (2 ** min(reads, 16)))
 
     def _update_acting(self) -> None:
         acting = any(o.state == "sending" for o in self.open.values())
@@ -918,7 +912,7 @@ class WhaleExecutor(SupervisedActor):
             order_group_triggered=self.group_triggered,
             open_orders={coid: o.state for coid, o in self.open.items()},
             unknown_outcomes=sum(1 for o in self.open.values() if o.state in ("unknown", "resolving")),
-            rate_limited_for_ms=max(0, (self._rl_until_ns - self._now_ns()) // _MS) if hasattr(self, "ctx") else 0,
+            rate_limited_for_ms=max(0, (self._rl_until_ns - self._now_ns()) // NS_PER_MS) if hasattr(self, "ctx") else 0,
             queue=len(self.queue),
             watched=sorted(self.watched),
             counts=dict(self.counts),

@@ -25,6 +25,7 @@ from messages.execution import WhaleSightings
 from messages.market import TradesPrinted
 from messages.whale import WhaleDecisionMade, WhaleQueueUpdated
 
+from ._util import config_seconds_ns
 from .base import SupervisedActor, handles
 from .context import context_of
 from .whale_rules import PublicTrade, WhaleQueue
@@ -33,7 +34,6 @@ __all__ = ["WhaleTracker"]
 
 log = logging.getLogger(__name__)
 
-_NS = 1_000_000_000
 TARGETS = ("whale_executor", "broadcaster")
 MAX_SIGHTINGS = 100  # per batch: a backfill storm must not turn into a storm of journal writes
 
@@ -45,7 +45,7 @@ class WhaleTracker(SupervisedActor):
         settings = ctx.settings
         self.enabled = bool(settings.enable_whale_detection)
         self.queue = WhaleQueue.from_settings(settings)
-        self.stats_interval_ns = int(float(self.config.get("stats_interval_s", 1.0)) * _NS)
+        self.stats_interval_ns = config_seconds_ns(self.config, "stats_interval_s", 1.0)
         self.bad_trades = 0
         self.ignored_trades = 0
         self.updates_sent = 0

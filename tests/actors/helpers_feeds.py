@@ -12,14 +12,17 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pykka
 
-from actors.base import PeerTable
+from actors.base import PeerTable, handles
 from actors.context import SystemContext
 from actors.settings import load_settings
 from kalshi.ws import WsConnected, WsDisconnected, WsSubscribed
+from messages.base import Message, message
+from messages.control import RequestStats, Tick
 from tests.actors.conftest import Probe, ProbeControl, ProbeLog
 from tests.helpers import wait_for
 
@@ -184,3 +187,71 @@ class Recorders:
                 ref.stop(block=True, timeout=5)
             except pykka.ActorDeadError:
                 pass
+
+
+class FeedHarness:
+    """One feed actor of ``cls`` started against a ``FakeWsRegistry`` and a ``ManualClock``, its peers and
+    supervisor being the ``Recorders``. ``context`` are ``make_context`` arguments; ``config`` the actor's."""
+
+    def __init__(self, tmp_path: Path, rec: Recorders, cls: type, name: str, *, generation: int = 1,
+                 context: dict | None = None, **config: Any) -> None:
+        self.rec = rec
+        self.cls = cls
+        self.clock = ManualClock()
+        self.registry = FakeWsRegistry()
+        self.ctx = make_context(tmp_path, clock=self.clock, **(context or {}))
+        self.ref = cls.start(name, generation, rec.supervisor, rec.peers(),
+                             {"context": self.ctx, "ws_factory": self.registry, **config})
+
+    @property
+    def ws(self) -> FakeWs:
+        return self.registry.last
+
+    def stats(self) -> dict:
+        return self.ref.ask(RequestStats(), timeout=5)
+
+    def tick(self, advance_s: float = 0.0, wall_ms: int = 1_767_225_600_000) -> None:
+        self.clock.now_ns += int(advance_s * 1_000_000_000)
+        self.ref.tell(Tick(now_mono_ns=self.clock.now_ns, now_wall_ms=wall_ms))
+
+
+def harnesses(make_one: Callable[..., Any], before_stop: Callable[[], Any] = lambda: None) -> Iterator[Callable[..., Any]]:
+    """Body of a ``harness`` fixture: yields ``make(**kw)``; at teardown runs ``before_stop``, releases any
+    ``holdable`` actor still held (a failed test must not leave it blocked) and stops every actor made,
+    each with a bounded wait."""
+    made: list[Any] = []
+
+    def make(**kw: Any) -> Any:
+        h = make_one(**kw)
+        made.append(h)
+        return h
+
+    yield make
+    before_stop()
+    for h in made:
+        release = getattr(getattr(h, "cls", None), "release", None)
+        if isinstance(release, threading.Event):
+            release.set()
+        h.ref.stop(block=True, timeout=15)
+
+
+@message
+class Hold(Message):
+    """Test command: block the actor's thread until released (to let its mailbox grow)."""
+
+
+def holdable(cls: type) -> type:
+    """A fresh subclass of actor ``cls`` whose ``Hold`` handler sets ``held`` and blocks until ``release``
+    is set (at most 10 s). Fresh per call, so one test's released event never leaks into another."""
+
+    class Holdable(cls):  # type: ignore[misc, valid-type]
+        held = threading.Event()
+        release = threading.Event()
+
+        @handles(Hold)
+        def on_hold(self, msg: Hold) -> None:
+            type(self).held.set()
+            type(self).release.wait(10)
+
+    Holdable.__name__ = Holdable.__qualname__ = f"Holdable{cls.__name__}"
+    return Holdable

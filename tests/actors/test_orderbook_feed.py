@@ -3,24 +3,19 @@ error 25, WatchMarkets, overflow policy and status reports."""
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
-from actors.base import handles
 from actors.orderbook_feed import OrderbookFeed
 from kalshi.wire.frames import OrderbookDelta, OrderbookSnapshot, WsError
 from kalshi.ws import WsCommandReply, WsMalformedFrame, WsSequenceIssue, WsStalled
-from messages.base import Message, message
-from messages.control import FeedDown, FeedReady, RequestStats, Tick
+from messages.control import FeedDown, FeedReady
 from messages.feed import FeedStatus, RequestSnapshot, Resubscribe, SequenceGap, WatchMarkets
 from messages.market import BookFramesReceived, BookStale
-from tests.actors.helpers_feeds import FakeWsRegistry, ManualClock, Recorders, make_context
+from tests.actors.helpers_feeds import FeedHarness, Hold, Recorders, harnesses, holdable
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(30)
 
-NS = 1_000_000_000
 MARKETS = ("KX-A", "KX-B")
 
 
@@ -32,40 +27,13 @@ def delta(ticker: str, seq: int, sid: int = 1) -> OrderbookDelta:
     return OrderbookDelta(sid=sid, seq=seq, market_ticker=ticker, price=4500, delta=100, side="yes")
 
 
-@message
-class Hold(Message):
-    """Test command: block the feed's thread until released (to let its mailbox grow)."""
 
 
-class HoldableFeed(OrderbookFeed):
-    held = threading.Event()
-    release = threading.Event()
-
-    @handles(Hold)
-    def on_hold(self, msg: Hold) -> None:
-        type(self).held.set()
-        type(self).release.wait(10)
-
-
-class Harness:
+class Harness(FeedHarness):
     def __init__(self, tmp_path, rec: Recorders, markets=MARKETS, cls=OrderbookFeed, generation=1, **config):
-        self.rec = rec
-        self.clock = ManualClock()
-        self.registry = FakeWsRegistry()
-        self.ctx = make_context(tmp_path, markets=markets, clock=self.clock, ws_options={"idle_timeout": 7.0})
-        cfg = {"context": self.ctx, "ws_factory": self.registry, "snapshot_timeout_s": 2.0, **config}
-        self.ref = cls.start("orderbook_feed", generation, rec.supervisor, rec.peers(), cfg)
-
-    @property
-    def ws(self):
-        return self.registry.last
-
-    def stats(self) -> dict:
-        return self.ref.ask(RequestStats(), timeout=5)
-
-    def tick(self, advance_s: float = 0.0) -> None:
-        self.clock.now_ns += int(advance_s * NS)
-        self.ref.tell(Tick(now_mono_ns=self.clock.now_ns, now_wall_ms=1_767_225_600_000))
+        config.setdefault("snapshot_timeout_s", 2.0)
+        super().__init__(tmp_path, rec, cls, "orderbook_feed", generation=generation,
+                         context={"markets": markets, "ws_options": {"idle_timeout": 7.0}}, **config)
 
 
 @pytest.fixture
@@ -77,17 +45,7 @@ def rec():
 
 @pytest.fixture
 def harness(tmp_path, rec):
-    made: list[Harness] = []
-
-    def make(**kw) -> Harness:
-        h = Harness(tmp_path, rec, **kw)
-        made.append(h)
-        return h
-
-    yield make
-    HoldableFeed.release.set()
-    for h in made:
-        h.ref.stop(block=True, timeout=10)
+    yield from harnesses(lambda **kw: Harness(tmp_path, rec, **kw))
 
 
 def live(h: Harness, markets=MARKETS, sid: int = 1) -> None:
@@ -333,16 +291,15 @@ def test_status_reports_on_ticks(harness, rec):
 
 
 def test_overflow_stales_books_then_requests_snapshots_once_caught_up(harness, rec):
-    HoldableFeed.held.clear()
-    HoldableFeed.release.clear()
-    h = harness(cls=HoldableFeed, overflow_depth=2)
+    held_cls = holdable(OrderbookFeed)
+    h = harness(cls=held_cls, overflow_depth=2)
     live(h, sid=3)
     ws = h.ws
     h.ref.tell(Hold())
-    assert HoldableFeed.held.wait(5)
+    assert held_cls.held.wait(5)
     for i in range(5):  # the mailbox grows past the bound while the actor is held
         ws.frames(delta("KX-A", 3 + i, 3))
-    HoldableFeed.release.set()
+    held_cls.release.set()
     stale = rec.wait("state_keeper", BookStale, 2)
     assert all("overflow" in s.reason for s in stale)
     batches = rec.wait("state_keeper", BookFramesReceived, 6)

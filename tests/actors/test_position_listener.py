@@ -3,19 +3,15 @@ readiness, REST sync requests after reconnects / restarts / overflow, and the no
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
-from actors.base import handles
 from actors.position_listener import PositionListener
 from kalshi.wire.frames import Fill, MarketPosition, Ticker, UserOrder, WsError
 from kalshi.ws import WsCommandReply
 from messages.account import FillReceived, OrderUpdated, PositionChanged
-from messages.base import Message, message
-from messages.control import FeedDown, FeedReady, RequestStats, SyncAccount, Tick
+from messages.control import FeedDown, FeedReady, SyncAccount, Tick
 from messages.feed import FeedStatus
-from tests.actors.helpers_feeds import FakeWsRegistry, ManualClock, Recorders, make_context
+from tests.actors.helpers_feeds import FeedHarness, Hold, Recorders, harnesses, holdable
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(30)
@@ -41,19 +37,6 @@ def order(status: str = "resting") -> UserOrder:
                      initial_count=500, order_group_id="og-1", last_update_reason="Trade", ts_ms=WALL_MS)
 
 
-@message
-class Hold(Message):
-    pass
-
-
-class HoldableListener(PositionListener):
-    held = threading.Event()
-    release = threading.Event()
-
-    @handles(Hold)
-    def on_hold(self, msg: Hold) -> None:
-        type(self).held.set()
-        type(self).release.wait(10)
 
 
 @pytest.fixture
@@ -63,21 +46,10 @@ def rec():
     r.stop()
 
 
-class Harness:
+class Harness(FeedHarness):
     def __init__(self, tmp_path, rec, credentials=CREDS, generation=1, cls=PositionListener, **config) -> None:
-        self.rec = rec
-        self.clock = ManualClock()
-        self.registry = FakeWsRegistry()
-        self.ctx = make_context(tmp_path, credentials=credentials, clock=self.clock, wall_ms=lambda: WALL_MS)
-        self.ref = cls.start("position_listener", generation, rec.supervisor, rec.peers(),
-                             {"context": self.ctx, "ws_factory": self.registry, **config})
-
-    @property
-    def ws(self):
-        return self.registry.last
-
-    def stats(self) -> dict:
-        return self.ref.ask(RequestStats(), timeout=5)
+        super().__init__(tmp_path, rec, cls, "position_listener", generation=generation,
+                         context={"credentials": credentials, "wall_ms": lambda: WALL_MS}, **config)
 
     def handles(self) -> dict[str, int]:
         return {cmd[2][0]: cmd[0] for cmd in self.ws.find("subscribe")}
@@ -90,17 +62,7 @@ class Harness:
 
 @pytest.fixture
 def harness(tmp_path, rec):
-    made: list[Harness] = []
-
-    def make(**kw) -> Harness:
-        h = Harness(tmp_path, rec, **kw)
-        made.append(h)
-        return h
-
-    yield make
-    HoldableListener.release.set()
-    for h in made:
-        h.ref.stop(block=True, timeout=10)
+    yield from harnesses(lambda **kw: Harness(tmp_path, rec, **kw))
 
 
 def test_without_credentials_reports_down_once_and_stays_idle(harness, rec):
@@ -200,15 +162,14 @@ def test_refused_subscription_is_logged_and_counted(harness, rec):
 
 
 def test_overflow_never_drops_and_asks_for_a_sync_when_caught_up(harness, rec):
-    HoldableListener.held.clear()
-    HoldableListener.release.clear()
-    h = harness(cls=HoldableListener, overflow_depth=2)
+    held_cls = holdable(PositionListener)
+    h = harness(cls=held_cls, overflow_depth=2)
     h.live()
     h.ref.tell(Hold())
-    assert HoldableListener.held.wait(5)
+    assert held_cls.held.wait(5)
     for i in range(6):
         h.ws.frames(fill(f"tr-{i}"))
-    HoldableListener.release.set()
+    held_cls.release.set()
     rec.wait("state_keeper", FillReceived, 6)
     h.stats()
     assert rec.got("state_keeper", SyncAccount) == []

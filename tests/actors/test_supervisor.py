@@ -223,6 +223,29 @@ def test_hung_child_is_detected_by_ping_and_restarted(system, probes, clock, tmp
     wait_for(lambda: not old_b.is_alive(), T, message="zombie stopped")
 
 
+def test_restart_request_does_not_block_the_supervisor_on_a_blocked_child(system, probes, clock, tmp_path):
+    ref, _ = system([spec("a", 10), spec("b", 20, shutdown_timeout_ns=2 * NS)])
+    wait_state(ref, "READY")
+    old_b = _peer(ref, "b")
+    old_b.tell(Block())
+    assert probes.control("b").blocked.wait(T)
+    assert ref.ask(RestartActor(actor="b", reason="operator"), timeout=T) is True  # answered at once
+    assert stats(ref)["children"]["b"]["status"] == "stopping"  # and the supervisor keeps answering
+    clock.tick(ref, 1.0)  # within b's shutdown timeout: still stopping, no second instance
+    s = stats(ref)
+    assert s["children"]["b"]["status"] == "stopping" and s["children"]["b"]["generation"] == 1
+    assert s["gate_open"] is False
+    clock.tick(ref, 1.5)  # past it: the old instance is a zombie, the replacement is scheduled
+    wait_for(lambda: stats(ref)["children"]["b"]["status"] == "waiting_restart", T, message="given up on b#1")
+    assert "b#1" in stats(ref)["zombies"]
+    assert log_events(tmp_path, "stop_timeout")[0]["actor"] == "b"
+    clock.tick(ref, 1.1)
+    wait_for(lambda: stats(ref)["children"]["b"]["status"] == "running", T, message="b restarted")
+    assert stats(ref)["children"]["b"]["generation"] == 2
+    probes.control("b").release.set()  # the zombie unblocks and processes its stop
+    wait_for(lambda: not old_b.is_alive(), T, message="zombie stopped")
+
+
 def test_hung_trading_client_means_error(system, probes, clock):
     ref, _ = system([spec("a", 10), spec("whale_executor", 20)], ping_interval_ns=1 * NS)
     wait_state(ref, "READY")
@@ -343,7 +366,16 @@ def test_state_timeout_goes_to_error(system, clock, tmp_path):
 def test_old_generation_reports_are_ignored_and_restart_command(system, probes, clock, tmp_path):
     ref, _ = system([spec("a", 10), spec("b", 20)])
     wait_state(ref, "READY")
+    old_b = _peer(ref, "b")
+    # The command does not wait for b to stop: b is "stopping" until its cleanup is over, then waits out its
+    # restart delay (scheduled from the time the old instance was gone).
     assert ref.ask(RestartActor(actor="b", reason="operator"), timeout=T) is True
+    assert stats(ref)["children"]["b"]["status"] in ("stopping", "waiting_restart")
+    assert stats(ref)["gate_open"] is False  # b's readiness went with the request
+    wait_for(lambda: not old_b.is_alive(), T, message="old b stopped")
+    clock.tick(ref, 0)
+    wait_for(lambda: stats(ref)["children"]["b"]["status"] == "waiting_restart", T, message="b gone")
+    assert stats(ref)["children"]["b"]["generation"] == 1
     clock.tick(ref, 1.5)
     wait_for(lambda: stats(ref)["children"]["b"]["generation"] == 2, T, message="restarted")
     wait_for(lambda: stats(ref)["children"]["b"]["status"] == "running", T, message="running")

@@ -11,9 +11,9 @@ from actors.trades_feed import TradesFeed, fetch_backfill
 from kalshi.rest import ServerError
 from kalshi.wire.bodies import PublicTrade, TradesPage
 from kalshi.wire.frames import Trade, UnknownFrame
-from messages.control import FeedDown, FeedReady, RequestStats
+from messages.control import FeedDown, FeedReady
 from messages.market import TradePrinted, TradesPrinted
-from tests.actors.helpers_feeds import FakeWsRegistry, ManualClock, Recorders, make_context
+from tests.actors.helpers_feeds import FeedHarness, Recorders, harnesses
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(30)
@@ -63,24 +63,12 @@ def rec():
     r.stop()
 
 
-class Harness:
+class Harness(FeedHarness):
     def __init__(self, tmp_path, rec, rest: FakeRest | None = None, **config) -> None:
-        self.rec = rec
-        self.clock = ManualClock()
-        self.registry = FakeWsRegistry()
         self.rest = rest or FakeRest()
         self.wall = [T0_MS]
-        self.ctx = make_context(tmp_path, clock=self.clock, rest_factory=lambda: self.rest,
-                                wall_ms=lambda: self.wall[0])
-        self.ref = TradesFeed.start("trades_feed", 1, rec.supervisor, rec.peers(),
-                                    {"context": self.ctx, "ws_factory": self.registry, **config})
-
-    @property
-    def ws(self):
-        return self.registry.last
-
-    def stats(self) -> dict:
-        return self.ref.ask(RequestStats(), timeout=5)
+        super().__init__(tmp_path, rec, TradesFeed, "trades_feed",
+                         context={"rest_factory": lambda: self.rest, "wall_ms": lambda: self.wall[0]}, **config)
 
     def live(self, sid: int = 2) -> None:
         self.ws.connect()
@@ -92,16 +80,16 @@ class Harness:
 def harness(tmp_path, rec):
     made: list[Harness] = []
 
-    def make(**kw) -> Harness:
-        h = Harness(tmp_path, rec, **kw)
-        made.append(h)
-        return h
+    def release_gates() -> None:
+        for h in made:
+            if h.rest.gate is not None:
+                h.rest.gate.set()
 
-    yield make
-    for h in made:
-        if h.rest.gate is not None:
-            h.rest.gate.set()
-        h.ref.stop(block=True, timeout=15)
+    def make(**kw) -> Harness:
+        made.append(Harness(tmp_path, rec, **kw))
+        return made[-1]
+
+    yield from harnesses(make, release_gates)
 
 
 def test_subscribes_trade_for_all_markets_and_is_ready_when_subscribed(harness, rec):

@@ -69,6 +69,8 @@ class Rig:
         self.ref = WhaleExecutor.start("whale_executor", 1, self.rec.refs["supervisor"], self.rec.peers("whale_executor"),
                                        config, venue_factory=venue_factory or (lambda c, books: venue))
         wait_for(lambda: self.rec.got("supervisor", TradingClientReady), message="TradingClientReady")
+        # What the executor told other probes before TradingClientReady (WatchBooks...) is recorded too.
+        self.rec.barrier()
         return self.ref
 
     def stop(self):
@@ -553,10 +555,12 @@ def test_paper_execution_fills_from_the_book_and_reports_fills_and_position(tmp_
         open_market(rig, a, books=[book("EVT-A", no=((4500, 2 * COUNT_ONE), (4400, 50 * COUNT_ONE)))])
         accepted = wait_for(lambda: rig.rec.got("broadcaster", OrderAccepted), message="paper fill")[0]
         assert accepted.fill_count == 5 * COUNT_ONE and accepted.order_id.startswith("paper-")
-        fills = wait_for(lambda: rig.rec.got("state_keeper", FillReceived), message="fills")
-        assert [(f.yes_price, f.count, f.source) for f in fills] == [(5500, 2 * COUNT_ONE, "paper"), (5600, 3 * COUNT_ONE, "paper")]
+        # The fills and then the position are told to the state keeper in that order: once the position is
+        # there, every fill is (waiting on the first fill alone raced the second one).
         [pos] = wait_for(lambda: rig.rec.got("state_keeper", PositionChanged), message="position")
         assert pos.position == 5 * COUNT_ONE and pos.cost == 27_800
+        fills = rig.rec.got("state_keeper", FillReceived)
+        assert [(f.yes_price, f.count, f.source) for f in fills] == [(5500, 2 * COUNT_ONE, "paper"), (5600, 3 * COUNT_ONE, "paper")]
         b = whale("EVT-A", "yes", 5600, 300, rig.clock.wall_ms() + 1, trade_id="t-second")
         rig.tell(queue_update(a, b))
         rig.sync()

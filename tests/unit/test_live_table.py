@@ -167,6 +167,9 @@ def test_plain_reporter_lines():
     assert decisions[1].startswith("decision follow KXSIMA-E00001-T44 no whale=W1: following at 0.5700")
     assert any(line.startswith("orders accepted=2 filled=1") for line in first)
     assert first[-1].startswith("summary state=READY uptime=1:02:05 feeds=1/2 books=2 whales_queued=1")
+    # the account's figures, exact: positions and P&L after fees (one position has no usable book price)
+    assert first[-1].endswith("balance=$9987.6500 positions=2 pnl realized=-$1.2000 unrealized=-$0.1500 (unpriced 1)")
+    assert PlainReporter.summary({"state": "STARTUP"}).endswith("balance=— positions=0 pnl realized=— unrealized=—")
 
     # the same snapshot again: nothing new, and no summary before 5 s
     assert reporter.lines(status, now_s=101.0) == []
