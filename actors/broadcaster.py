@@ -24,6 +24,8 @@ from typing import Any
 import pykka
 
 from kalshi.units import format_count, format_money, format_price
+from kalshi.wire import bodies as wire_bodies
+from kalshi.wire import frames as wire_frames
 from messages.account import OrderUpdated, PositionChanged
 from messages.base import Message
 from messages.control import SupervisorReport, SystemStateChanged, Tick, TradingGateChanged
@@ -603,6 +605,12 @@ class Broadcaster(SupervisedActor):
             ),
             "recent_transitions": list(self.transitions)[-20:],
             "last_cleanup": self.last_cleanup,
+            # Kalshi schema drift: deprecated/legacy fields the decoders met (frames: seen; bodies: relied on).
+            "schema_drift": {
+                "ws": wire_frames.deprecated_fields_seen(),
+                "rest": wire_bodies.deprecated_fields_seen(),
+            },
+            "status_address": list(self.status_address) if self.status_address else None,
             "subscribers": {
                 name: {"delivered": s.delivered, "pending": len(s.pending), "conflated": s.conflated,
                        "dropped": s.dropped}

@@ -253,3 +253,23 @@ def test_get_status_ask_and_activity(bc):
                                          metadata=(("markets", "3"),)))
     assert bc.activity[-1]["metadata"] == {"markets": "3"} and bc.activity[-1]["activity_type"] == "sync"
     assert bc.on_get_status(GetStatus())["state"] == "STARTUP"
+
+
+def test_status_reports_schema_drift_from_both_decoders():
+    """Deprecated fields the wire decoders met show up in /v3/status (the health view of schema drift)."""
+    from actors.broadcaster import Broadcaster
+    from kalshi.wire import frames
+
+    frames.decode_frame(
+        '{"type":"trade","sid":2,"seq":5,"msg":{"trade_id":"t-drift","market_ticker":"DRIFT-1",'
+        '"yes_price_dollars":"0.5100","no_price_dollars":"0.4900","count_fp":"2.00","taker_side":"yes",'
+        '"ts":1764000123}}'
+    )
+    ref = Broadcaster.start("broadcaster", 1, None, None, {"status_api": False})
+    try:
+        status = ref.ask(GetStatus(), timeout=5)
+    finally:
+        ref.stop(timeout=5)
+    drift = status["schema_drift"]
+    assert set(drift) == {"ws", "rest"}
+    assert any("taker_side" in key or key.endswith(".ts") for key in drift["ws"]), drift
