@@ -151,8 +151,45 @@ def _setup_logging(level: str, log_file: Path | None) -> None:
     logging.getLogger("urllib3").setLevel(max(logging.WARNING, root.level))
 
 
+def _url_refusal(settings: Any) -> str | None:
+    """A configured URL carrying a user name, password or query (where tokens hide) is refused before anything
+    logs the settings."""
+    from urllib.parse import urlsplit
+
+    for variable, url in (("KALSHI_API_URL", settings.api_url), ("KALSHI_WS_URL", settings.ws_url)):
+        try:
+            parts = urlsplit(url) if url else None
+            userinfo = parts is not None and (parts.username is not None or parts.password is not None)
+        except ValueError:
+            return f"setting {variable}: not a valid URL"
+        if userinfo:
+            return f"setting {variable}: the URL must not contain credentials (user name or password)"
+        if parts is not None and (parts.query or parts.fragment):
+            return f"setting {variable}: the URL must not contain a query or fragment"
+    return None
+
+
+def _rest_client(rest_url: str, credentials: Any):
+    """A KalshiRest, or None after saying why the URL is unusable (e.g. a query string; the text never
+    shows the URL)."""
+    from kalshi.rest import KalshiRest
+
+    try:
+        return KalshiRest(rest_url, credentials)
+    except ValueError as exc:
+        _error(f"configuration error: REST URL: {exc}")
+        return None
+
+
 def _error(text: str) -> None:
     print(f"main.py: {text}", file=sys.stderr, flush=True)
+
+
+def _shown(value: object, limit: int = 100) -> str:
+    """Exchange-supplied text for the terminal: control characters escaped, length bounded (S10)."""
+    from kalshi.auth import sanitize_log_text
+
+    return sanitize_log_text(str(value), limit)
 
 
 # --- live-trading guard ---------------------------------------------------------------------------
@@ -217,8 +254,10 @@ class _Stop:
 
 
 def _credentials(settings: Any):
-    from kalshi.auth import Credentials
+    from kalshi.auth import AuthError, Credentials
 
+    if settings.private_key_path and settings.private_key_content:  # as Credentials.from_env: never guess
+        raise AuthError("set only one of KALSHI_PRIVATE_KEY_PATH and KALSHI_PRIVATE_KEY_CONTENT")
     if settings.private_key_path:
         return Credentials.from_pem_file(settings.api_key_id, os.path.expanduser(settings.private_key_path))
     return Credentials.from_pem_text(settings.api_key_id, settings.private_key_content)
@@ -249,6 +288,10 @@ def _run(args: argparse.Namespace, stop: _Stop) -> int:
     refusal = _live_refusal(args, settings)
     if refusal:
         _error(refusal)
+        return EXIT_CONFIG
+    refusal = _url_refusal(settings)
+    if refusal:
+        _error(f"configuration error: {refusal}")
         return EXIT_CONFIG
 
     plain = args.plain or not sys.stdout.isatty()
@@ -293,10 +336,13 @@ def _run(args: argparse.Namespace, stop: _Stop) -> int:
 def _run_system(args, settings, actor_config, credentials, rest_url, ws_url, plain: bool, stop: _Stop) -> int:
     from actors.context import SystemContext
     from actors.system import StartupError, System, build_factories, effective_config, select_markets
-    from kalshi.rest import KalshiApiError, KalshiRest
+    from kalshi.rest import KalshiApiError
 
+    rest = _rest_client(rest_url, credentials)
+    if rest is None:
+        return EXIT_CONFIG
     try:
-        with KalshiRest(rest_url, credentials) as rest:
+        with rest:
             tickers = select_markets(settings, rest)
     except (KalshiApiError, StartupError) as exc:
         _error(f"cannot start: market selection failed: {exc}")
@@ -413,12 +459,16 @@ def _cleanup(args: argparse.Namespace) -> int:
     from actors.local_mode import LocalExchangeError, LocalExchangeProcess, ensure_local_keys
     from actors.settings import ConfigError
     from kalshi.auth import AuthError
-    from kalshi.rest import KalshiApiError, KalshiRest
+    from kalshi.rest import KalshiApiError
 
     try:
         settings, _ = _load(args)
     except (ConfigError, ActorConfigError) as exc:
         _error(f"configuration error: {exc}")
+        return EXIT_CONFIG
+    refusal = _url_refusal(settings)
+    if refusal:
+        _error(f"configuration error: {refusal}")
         return EXIT_CONFIG
     _setup_logging(settings.log_level, None)
     exchange: LocalExchangeProcess | None = None
@@ -437,17 +487,21 @@ def _cleanup(args: argparse.Namespace) -> int:
         print(f"cleanup on {settings.environment} ({rest_url}): "
               f"{'every resting order' if args.all else 'resting orders not in an order group'}")
         failures = 0
-        with KalshiRest(rest_url, credentials) as rest:
+        rest = _rest_client(rest_url, credentials)
+        if rest is None:
+            return EXIT_CONFIG
+        with rest:
             resting = list(rest.iter_orders(status="resting", limit=200))
             targets = [o for o in resting if args.all or not o.order_group_id]
             for order in targets:
+                # Ids and tickers come from the exchange: shown escaped and bounded (S10).
+                what = f"{_shown(order.order_id)} {_shown(order.ticker)}"
                 try:
                     rest.cancel_order(order.order_id, order.ticker)
-                    print(f"canceled {order.order_id} {order.ticker} {order.outcome_side} "
-                          f"remaining {order.remaining_count / 100:g}")
-                except KalshiApiError as exc:
+                    print(f"canceled {what} {_shown(order.outcome_side)} remaining {order.remaining_count / 100:g}")
+                except (KalshiApiError, ValueError) as exc:  # ValueError: an id that cannot be a URL segment
                     failures += 1
-                    print(f"could not cancel {order.order_id} {order.ticker}: {exc}")
+                    print(f"could not cancel {what}: {exc}")
         print(f"{len(targets) - failures} canceled, {failures} failed, {len(resting) - len(targets)} kept")
         return EXIT_OK if failures == 0 else EXIT_STARTUP
     except (AuthError, ConfigError) as exc:

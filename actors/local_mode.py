@@ -96,6 +96,7 @@ def ensure_local_keys(data_dir: str | os.PathLike[str]) -> LocalKeys:
 def _write_private_text(path: Path, text: str) -> None:
     """Create ``path`` with mode 0600 from its first byte (S11) and write ``text``."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to a file that already existed
     with os.fdopen(fd, "w", encoding="ascii") as fh:
         fh.write(text)
 
@@ -165,8 +166,10 @@ class LocalExchangeProcess:
         repo_root = Path(__file__).resolve().parent.parent
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(repo_root), env.get("PYTHONPATH", "")) if p)
-        # The child's log (0600), kept out of the live table's terminal.
-        stderr = os.fdopen(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
+        # The child's log (0600, also when an older run left it looser), kept out of the live table's terminal.
+        log_fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(log_fd, 0o600)
+        stderr = os.fdopen(log_fd, "ab")
         try:
             self.proc = subprocess.Popen(
                 self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, cwd=repo_root,

@@ -222,6 +222,9 @@ class Settings:
 
     def __repr__(self) -> str:
         shown = {k: ("<redacted>" if _BY_KEY[k].secret and v else v) for k, v in self.values.items()}
+        for key in ("api_url", "ws_url"):
+            if shown.get(key):
+                shown[key] = _strip_url(shown[key])
         if shown.get("api_key_id"):
             shown["api_key_id"] = str(shown["api_key_id"])[:4] + "…"
         return f"Settings({shown})"
@@ -241,6 +244,15 @@ class Settings:
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir)
+
+
+def _strip_url(url: str) -> str:
+    """A URL without user info, query or fragment: safe to show in errors and reprs."""
+    try:
+        parts = urlsplit(url)
+        return parts._replace(netloc=parts.hostname or "", query="", fragment="").geturl() if parts.netloc else url
+    except ValueError:
+        return "<unparseable URL>"
 
 
 def _fail(setting: Setting, problem: str, raw: Any, origin: str) -> ConfigError:
@@ -291,6 +303,13 @@ def _validate_combination(values: dict[str, Any]) -> None:
         for key, kind in (("api_url", "rest"), ("ws_url", "ws")):
             url = values[key] or hosts[f"default_{kind}"]
             parts = urlsplit(url)
+            extra = (
+                "a user name or password" if parts.username is not None or parts.password is not None
+                else "a query" if parts.query else "a fragment" if parts.fragment else None
+            )
+            if extra:  # never echoed: it may hold a secret; Kalshi authenticates by signature only
+                raise ConfigError(f"setting {_BY_KEY[key].env}: the URL must not contain {extra}")
+            url = _strip_url(url)
             scheme = "https" if kind == "rest" else "wss"
             if parts.scheme != scheme or parts.hostname not in hosts[kind]:
                 other = "prod" if env == "demo" else "demo"

@@ -20,6 +20,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from kalshi.auth import redact_text
+
 log = logging.getLogger(__name__)
 
 FIELDS = (
@@ -85,8 +87,9 @@ class SupervisorLog:
             "generation": generation,
             "state_before": state_before,
             "state_after": state_after,
-            "reason": _clip(reason, REASON_LIMIT),
-            "traceback": _clip(traceback, TRACEBACK_LIMIT),
+            # This file gets no logging filter: redact here (PEM blocks, signatures, key ids).
+            "reason": _clip(redact_text(reason) if reason else reason, REASON_LIMIT),
+            "traceback": _clip(redact_text(traceback) if traceback else traceback, TRACEBACK_LIMIT),
             "extra": dict(extra) if extra else {},
         }
         # ensure_ascii escapes control and non-ASCII characters: one event is always one line.

@@ -9,8 +9,8 @@ Server side (the local exchange): ``load_public_key``, ``verify_signature``, ``g
 and ``write_private_key``.
 
 Secrets never leave ``Credentials``: repr/str show a masked key id, pickling is refused, errors name
-the problem but never the content, and ``SecretFilter`` scrubs PEM blocks, signatures and known key
-ids from log records.
+the problem but never the content, and ``SecretFilter`` scrubs PEM blocks, signatures (also bare long
+base64) and known key ids from log records, and escapes and bounds them (exchange text cannot forge lines).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import email.utils
+import functools
 import logging
 import os
 import re
@@ -39,6 +40,7 @@ __all__ = [
     "ClockOffset",
     "SecretFilter",
     "redact_text",
+    "sanitize_log_text",
     "strip_query",
     "load_public_key",
     "verify_signature",
@@ -91,34 +93,79 @@ def _register_key_id(key_id: str) -> None:
 
 _PEM_RE = re.compile(r"-----BEGIN [A-Z0-9 ]*-----.*?(?:-----END [A-Z0-9 ]*-----|\Z)", re.DOTALL)
 _SIG_RE = re.compile(r"(KALSHI-ACCESS-SIGNATURE['\"]?\s*[:=]\s*['\"]?)[A-Za-z0-9+/=_-]+", re.IGNORECASE)
+# A bare signature (344 base64 characters for RSA-2048) or an unwrapped key body, logged without its header
+# name or PEM armour: no legitimate log text holds a base64 run this long.
+_LONG_B64_RE = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{256,}={0,2}")  # tried at run starts only
+
+MAX_LOG_MESSAGE_CHARS = 4000  # one log message; exchange-supplied floods are cut (S10)
+MAX_LOG_TRACEBACK_CHARS = 16000  # a traceback keeps its tail, where the error is
 
 
 def redact_text(text: str, extra_key_ids: Iterable[str] = ()) -> str:
-    """Remove PEM blocks, signature header values and every registered key id from ``text``."""
+    """Remove PEM blocks, signature values (with or without their header name), long base64 runs and every
+    registered key id from ``text``."""
     if "-----BEGIN" in text:
         text = _PEM_RE.sub("[REDACTED PEM]", text)
     if "SIGNATURE" in text.upper():
         text = _SIG_RE.sub(r"\1[REDACTED]", text)
+    if len(text) >= 256:
+        text = _LONG_B64_RE.sub("[REDACTED BASE64]", text)
     with _known_lock:
         ids = set(_known_key_ids)
     ids.update(extra_key_ids)
-    for key_id in ids:
-        if key_id and key_id in text:
-            text = text.replace(key_id, _mask(key_id))
+    present = frozenset(k for k in ids if k and k in text)
+    if present:
+        text = _key_id_pattern(present).sub(lambda m: _mask(m.group()), text)
+    return text
+
+
+@functools.lru_cache(maxsize=64)
+def _key_id_pattern(ids: frozenset[str]) -> re.Pattern[str]:
+    """Whole-token matches only: a short key id (a test's "k") must not mask every "k" in every line."""
+    alternatives = "|".join(re.escape(k) for k in sorted(ids, key=len, reverse=True))
+    return re.compile(rf"(?<![A-Za-z0-9])(?:{alternatives})(?![A-Za-z0-9])")
+
+
+def _escape(char: str) -> str:
+    return ascii(char)[1:-1]
+
+
+def sanitize_log_text(text: str, limit: int, *, keep_newlines: bool = False, keep_tail: bool = False) -> str:
+    """``text`` safe to write as log output: control and other non-printable characters escaped (so text from
+    the exchange cannot forge log lines or drive the terminal) and cut to ``limit`` characters."""
+    if not text.isprintable():
+        text = "".join(
+            c if c.isprintable() or (keep_newlines and c == "\n") else _escape(c) for c in text
+        )
+    if len(text) > limit:
+        cut = len(text) - limit
+        text = f"[{cut} chars cut]..." + text[-limit:] if keep_tail else text[:limit] + f"...[{cut} chars cut]"
     return text
 
 
 class SecretFilter(logging.Filter):
-    """Logging filter that redacts secrets in place; it never drops a record.
+    """Logging filter that redacts secrets in place and keeps each record one bounded line; it never
+    drops a record.
 
     Key ids of every ``Credentials`` created in this process are redacted automatically; more can be
     passed in or added with ``register``. Install it on handlers (``handler.addFilter``) so records
-    from every logger pass through it.
+    from every logger pass through it. Messages also get non-printable characters escaped and are cut to
+    ``max_chars`` (S10: tickers and error strings come from the exchange); tracebacks keep their newlines
+    and their last ``max_traceback_chars``.
     """
 
-    def __init__(self, key_ids: Iterable[str] = (), name: str = "") -> None:
+    def __init__(
+        self,
+        key_ids: Iterable[str] = (),
+        name: str = "",
+        *,
+        max_chars: int = MAX_LOG_MESSAGE_CHARS,
+        max_traceback_chars: int = MAX_LOG_TRACEBACK_CHARS,
+    ) -> None:
         super().__init__(name)
         self._extra = {k for k in key_ids if k}
+        self._max = max_chars
+        self._max_tb = max_traceback_chars
 
     def register(self, key_id: str) -> None:
         if key_id:
@@ -129,7 +176,7 @@ class SecretFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # a broken format string: redact the raw template instead
             message = str(record.msg)
-        clean = redact_text(message, self._extra)
+        clean = sanitize_log_text(redact_text(message, self._extra), self._max)
         if clean != message:
             record.msg = clean
             record.args = None
@@ -137,10 +184,13 @@ class SecretFilter(logging.Filter):
             # Format the traceback now so the redacted text is what handlers print.
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = redact_text(record.exc_text, self._extra)
+            record.exc_text = self._clean_block(record.exc_text)
         if record.stack_info:
-            record.stack_info = redact_text(record.stack_info, self._extra)
+            record.stack_info = self._clean_block(record.stack_info)
         return True
+
+    def _clean_block(self, text: str) -> str:
+        return sanitize_log_text(redact_text(text, self._extra), self._max_tb, keep_newlines=True, keep_tail=True)
 
 
 # ---------------------------------------------------------------- clock offset

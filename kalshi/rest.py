@@ -411,6 +411,11 @@ def _socket_of(resp: requests.Response) -> socket.socket | None:
     return sock if isinstance(sock, socket.socket) else None
 
 
+def _no_netrc_auth(request: Any) -> Any:
+    """An auth hook that adds nothing, so requests never falls back to ~/.netrc."""
+    return request
+
+
 class KalshiRest:
     """Blocking Kalshi REST client. Thread-safe enough to share: requests' connection pool is
     thread-safe and the only shared mutable state (the clock offset) is locked. Call ``close()``
@@ -453,6 +458,9 @@ class KalshiRest:
         self._backoff_cap = backoff_cap
         self._own_session = session is None
         self._session = session if session is not None else requests.Session()
+        if self._own_session:
+            # requests would add ~/.netrc credentials as an Authorization header; Kalshi auth is the signature only.
+            self._session.auth = _no_netrc_auth
         self._clock = clock_offset or (credentials.clock_offset if credentials else None) or ClockOffset()
         self._max_body = max_body_bytes
         self._max_pages = max_pages
