@@ -226,7 +226,8 @@ def _confirm_live(args: argparse.Namespace, masked_key_id: str) -> str | None:
             given = input(f'Real money on Kalshi production. Type "{expected}" to continue: ')
         except EOFError:
             given = ""
-    if given.strip() != expected:
+    # The masked id ends in "…"; accept "..." too, since an ellipsis is hard to type.
+    if given.strip().replace("...", "…") != expected:
         return f'refused: the confirmation did not match; type exactly "{expected}"'
     return None
 

@@ -417,3 +417,13 @@ def test_cleanup_cancels_orphans_on_the_saved_local_exchange(tmp_path, capsys):
     assert main.main(["cleanup", "--all", "--data-dir", str(data)]) == 0
     out = capsys.readouterr().out
     assert f"canceled {grouped} {ticker}" in out and "1 canceled, 0 failed, 0 kept" in out
+
+
+def test_live_confirmation_accepts_the_masked_id_typed_with_dots():
+    """The masked key id ends in an ellipsis; typing three dots instead is accepted, anything else is not."""
+    import argparse
+
+    assert main._confirm_live(argparse.Namespace(confirm_live="abcd… LIVE"), "abcd…") is None
+    assert main._confirm_live(argparse.Namespace(confirm_live=" abcd... LIVE "), "abcd…") is None
+    assert main._confirm_live(argparse.Namespace(confirm_live="abcd.. LIVE"), "abcd…") is not None
+    assert main._confirm_live(argparse.Namespace(confirm_live="abcd... live"), "abcd…") is not None
