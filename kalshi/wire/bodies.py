@@ -125,13 +125,20 @@ def _list(value: object, where: str) -> list[Any]:
     return value
 
 
+def _check_ticker(value: str, key: str, where: str) -> str:
+    """Tickers reach logs and URLs: printable ASCII without spaces, 1..200 characters (as on the WebSocket)."""
+    if not value or len(value) > 200 or not (value.isascii() and value.isprintable()) or " " in value:
+        raise WireError(f"{where}.{key}: not a printable ASCII ticker of at most 200 characters", value)
+    return value
+
+
 def _str(d: dict[str, Any], key: str, where: str) -> str:
     value = d.get(key, _MISSING)
     if value is _MISSING or value is None:
         raise WireError(f"{where}.{key}: required field missing")
     if type(value) is not str:
         raise WireError(f"{where}.{key}: expected a string, got {type(value).__name__}", value)
-    return value
+    return _check_ticker(value, key, where) if key.endswith("ticker") else value
 
 
 def _opt_str(d: dict[str, Any], key: str, where: str) -> str | None:
@@ -140,6 +147,8 @@ def _opt_str(d: dict[str, Any], key: str, where: str) -> str | None:
         return None
     if type(value) is not str:
         raise WireError(f"{where}.{key}: expected a string, got {type(value).__name__}", value)
+    if key.endswith("ticker") and value:  # Kalshi sends "" for an absent optional ticker
+        return _check_ticker(value, key, where)
     return value
 
 

@@ -509,3 +509,15 @@ def test_hostile_bodies_raise_only_wire_error(obj):
             decode(obj)
         except WireError:
             pass
+
+
+@pytest.mark.parametrize("ticker", ["", "A B", "BAD\x1b[31mRED", "X" * 201, "ÜBER-1"])
+def test_rest_tickers_are_validated_like_websocket_tickers(ticker):
+    from kalshi.wire.bodies import decode_trades_page
+    from kalshi.wire.errors import WireError
+
+    page = {"cursor": "", "trades": [{"trade_id": "t1", "ticker": ticker, "count_fp": "1.00",
+                                      "yes_price_dollars": "0.5000", "no_price_dollars": "0.5000",
+                                      "taker_outcome_side": "yes", "created_time": "2026-11-24T15:02:03Z"}]}
+    with pytest.raises(WireError, match="ticker"):
+        decode_trades_page(page)
