@@ -216,14 +216,15 @@ def class_factory(cls: type[SupervisedActor], settings: Mapping[str, Any] | None
     return start
 
 
-def _import_class(path: str) -> type[SupervisedActor]:
+def import_actor_class(path: str) -> type[SupervisedActor]:
+    """``"package.module:Class"`` → the class, which must be a SupervisedActor (ConfigError otherwise)."""
     module_name, _, class_name = path.partition(":")
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"{path}: cannot import ({type(exc).__name__}: {exc})") from None
+        raise ConfigError(f"actor class {path}: cannot import ({type(exc).__name__}: {exc})") from None
     if not (isinstance(cls, type) and issubclass(cls, SupervisedActor)):
-        raise ConfigError(f"{path}: not a SupervisedActor subclass")
+        raise ConfigError(f"actor class {path}: not a SupervisedActor subclass")
     return cls
 
 
@@ -267,7 +268,7 @@ class HealthSupervisor(SupervisedActor):
             if factory is None:
                 if spec.class_path is None:
                     raise ConfigError(f"actors.{spec.name}: no factory given and no 'class' configured")
-                factory = class_factory(_import_class(spec.class_path), spec.settings)
+                factory = class_factory(import_actor_class(spec.class_path), spec.settings)
             self.factories[spec.name] = factory
             backoff = Backoff(
                 self.cfg.backoff_initial_ns,

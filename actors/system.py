@@ -13,7 +13,6 @@ closes the journal in its cleanup), then the caller stops the local exchange.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 import threading
 import time
@@ -28,7 +27,14 @@ from messages.control import RequestStats
 from .base import SupervisedActor, error_text
 from .config import ActorSystemConfig, ChildSpec, ConfigError
 from .context import SystemContext
-from .health_supervisor import EXIT_SUPERVISOR_FAILED, Factory, HealthSupervisor, class_factory, shutdown_system
+from .health_supervisor import (
+    EXIT_SUPERVISOR_FAILED,
+    Factory,
+    HealthSupervisor,
+    class_factory,
+    import_actor_class,
+    shutdown_system,
+)
 from .settings import Settings
 from .ticker import Ticker
 
@@ -63,15 +69,7 @@ class StartupError(RuntimeError):
     """The system could not be started; the text is printed to the user (no secrets in it)."""
 
 
-def resolve_class(path: str) -> type[SupervisedActor]:
-    module_name, _, class_name = path.partition(":")
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"actor class {path}: cannot import ({type(exc).__name__}: {exc})") from None
-    if not (isinstance(cls, type) and issubclass(cls, SupervisedActor)):
-        raise ConfigError(f"actor class {path}: not a SupervisedActor subclass")
-    return cls
+resolve_class = import_actor_class
 
 
 def select_markets(settings: Settings, rest: Any) -> tuple[str, ...]:
