@@ -135,7 +135,9 @@ class Engine:
         self._listeners: list[Listener] = []
         self.event_owner: str | None = None  # user whose own order caused the delta being emitted
         self.public_events = 0  # public WS events generated (the flow's message budget counts these)
-        self._ids = random.Random(f"ids-{config.seed}")
+        # The start time is in the id seed: an exchange started again without its state must not hand out the
+        # order and trade ids of its previous run (clients dedupe by them); same seed + same start = same ids.
+        self._ids = random.Random(f"ids-{config.seed}-{now_ms}")
         self._mkt_rng = random.Random(f"markets-{config.seed}")
         self._seq = 0
         self._market_seq = 0

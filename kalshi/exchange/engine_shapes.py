@@ -187,7 +187,7 @@ def user_order_msg(o: Order) -> dict:
         "created_ts_ms": o.created_ms,
         "last_update_time": rfc3339(o.updated_ms),
         "last_updated_ts_ms": o.updated_ms,
-        "last_update_reason": o.reason,
+        "last_update_reason": o.reason or None,  # a new order has had no update: null, never ""
         "expiration_time": rfc3339(o.exp_ms) if o.exp_ms is not None else None,
         "expiration_ts_ms": o.exp_ms,
         "subaccount_number": 0,

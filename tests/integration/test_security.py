@@ -324,11 +324,12 @@ class _EvilExchange:
     """A loopback HTTP server answering like Kalshi, with control characters and 10 kB strings in every
     exchange-supplied text: an order listing and order-cancel errors."""
 
-    def __init__(self, order_body: dict) -> None:
+    def __init__(self, order_body: dict, evil_ticker: bool = False) -> None:
         import http.server
 
         self.requests: list[str] = []
         self.headers: list[dict[str, str]] = []
+        self.evil_ticker = evil_ticker
         owner = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -344,9 +345,12 @@ class _EvilExchange:
                 owner.requests.append(f"GET {self.path}")
                 owner.headers.append(dict(self.headers))
                 if self.path.startswith("/trade-api/v2/portfolio/orders"):
-                    evil_ticker = dict(order_body, ticker=EVIL, order_group_id=None)
+                    # Tickers are validated by the decoder (a hostile one fails the page, see the test below);
+                    # ids and client ids are free text and reach the output.
+                    evil_text = dict(order_body, client_order_id=EVIL, order_group_id=None)
                     evil_id = dict(order_body, order_id="id-" + EVIL, order_group_id=None)
-                    self._send(200, {"orders": [evil_ticker, evil_id], "cursor": ""})
+                    orders = [dict(order_body, ticker=EVIL)] if owner.evil_ticker else [evil_text, evil_id]
+                    self._send(200, {"orders": orders, "cursor": ""})
                 else:
                     self._send(404, {"error": {"code": "not_found", "message": EVIL}})
 
@@ -408,18 +412,32 @@ def test_rest_errors_from_the_exchange_are_escaped_and_bounded_in_logs(tmp_path,
     with program_logging("DEBUG"):
         with _EvilExchange(_resting_order(wire_dir)) as evil, KalshiRest(evil.url, None, read_retries=0) as rest:
             orders = list(rest.iter_orders(status="resting"))
-            logging.getLogger("trader").warning("resting: %s", [o.ticker for o in orders])
+            logging.getLogger("trader").warning("resting: %s", [o.client_order_id for o in orders])
             with pytest.raises(KalshiApiError) as info:
-                rest.cancel_order("abc-1", orders[0].ticker[:50].replace("\x1b", ""))
+                rest.cancel_order("abc-1", orders[0].ticker)
             logging.getLogger("trader").error("cancel failed: %s", info.value)
             try:
-                raise RuntimeError(orders[0].ticker)
+                raise RuntimeError(orders[0].client_order_id)
             except RuntimeError:
                 logging.getLogger("trader").exception("handler failed")
     err = capsys.readouterr().err
     assert "resting:" in err and "cancel failed: HTTP 400" in err and "handler failed" in err
     assert len(str(info.value)) < 1000
     _assert_terminal_safe(err, limit=4200)
+
+
+def test_a_hostile_ticker_fails_the_page_with_an_escaped_bounded_error(tmp_path, capsys, wire_dir):
+    from kalshi.rest import KalshiApiError, KalshiRest
+
+    with program_logging("DEBUG"):
+        with _EvilExchange(_resting_order(wire_dir), evil_ticker=True) as evil, \
+                KalshiRest(evil.url, None, read_retries=0) as rest:
+            with pytest.raises(KalshiApiError) as info:
+                list(rest.iter_orders(status="resting"))
+            logging.getLogger("trader").error("orders failed: %s", info.value)
+    text = str(info.value)
+    assert "ticker" in text and len(text) < 1000
+    _assert_terminal_safe(text + capsys.readouterr().err, limit=4200)
 
 
 def test_rest_client_never_sends_netrc_credentials(tmp_path, monkeypatch, wire_dir):
