@@ -8,6 +8,8 @@ order outcomes and fills, written before any side effect (reliability rules 1, 2
   unreadable body raises ``JournalCorrupt`` naming the table and seq — never skipped silently.
   A torn tail (a transaction cut by a crash) is SQLite's job: the WAL drops it whole.
 - Any write failure raises ``JournalError`` and the journal stays failed: the caller stops trading.
+- ``batch()`` groups records into one transaction, so one evaluation costs one fsync instead of one per
+  record. ``record_intent`` is durable when it returns, inside a batch too: it commits the batch so far.
 
 Single writer: one actor owns the journal. An exclusive flock on ``journal.sqlite.lock`` refuses a
 second writer (another process, or a hung old executor); the kernel drops it if the process dies.
@@ -15,6 +17,7 @@ second writer (another process, or a hung old executor); the kernel drops it if 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -23,7 +26,7 @@ import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from messages.whale import FINAL_ACTIONS, FOLLOW, Decision, OrderPlan, Whale
 
@@ -32,6 +35,7 @@ __all__ = [
     "JournalError",
     "JournalCorrupt",
     "PendingIntent",
+    "EvaluatedWhale",
     "RecoveryView",
     "Journal",
 ]
@@ -109,6 +113,16 @@ class PendingIntent:
 
 
 @dataclass(frozen=True, slots=True)
+class EvaluatedWhale:
+    """A whale with a final decision (or an intent), with the trade time its memory is aged by."""
+
+    whale_id: str
+    trade_ids: tuple[str, ...]
+    sweep: tuple[str, str, int] | None  # (market, outcome, whale ts_ms); None when only an intent names it
+    ts_ms: int  # the whale's trade time (else the time of the decision or intent that names it)
+
+
+@dataclass(frozen=True, slots=True)
 class RecoveryView:
     """What a restart needs, rebuilt from the journal alone."""
 
@@ -122,6 +136,7 @@ class RecoveryView:
     fill_ids: frozenset[str]
     intent_times_ms: tuple[int, ...]  # when each intent was written (rebuilds the token bucket)
     state_hash: str
+    evaluated: tuple[EvaluatedWhale, ...] = ()  # the evaluated sets above, per whale and with its time
 
     @property
     def unknown_outcomes(self) -> int:
@@ -135,8 +150,9 @@ class Journal:
 
     def __init__(self, data_dir: str | os.PathLike, filename: str = JOURNAL_FILE) -> None:
         self.path = Path(data_dir) / filename
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # reentrant: a batch holds it while its records are appended
         self._failed: str | None = None
+        self._in_batch = False
         try:
             # Create the file ourselves so it is 0600 from its first byte (SQLite copies the mode
             # of the database file to its -wal and -shm files).
@@ -156,7 +172,8 @@ class Journal:
             if str(mode).lower() != "wal" or sync != 2:
                 raise JournalError(f"journal PRAGMAs not in force: journal_mode={mode} synchronous={sync}")
             self._conn.executescript(_SCHEMA)
-            self._seq = self._max_seq()
+            self._seq = self._max_seq()  # the last committed record
+            self._next = self._seq  # the last record written, committed or in the open transaction
             for suffix in ("-wal", "-shm"):
                 side = Path(str(self.path) + suffix)
                 if side.exists():
@@ -223,37 +240,90 @@ class Journal:
                 raise JournalError(f"journal read failed: {exc}") from None
 
     def _append(self, table: str, columns: Mapping[str, Any], body: Mapping[str, Any]) -> int:
-        """Insert one record and commit; returns its seq only once the commit is durable."""
+        """Insert one record; outside a batch, commit it and return its seq only once that is durable.
+        Inside a batch the record is durable when the batch commits."""
         with self._lock:
             if self._failed:
                 raise JournalError(f"journal failed earlier: {self._failed}")
-            seq = self._seq + 1
+            seq = self._next + 1
             text = _canonical(body)
             names = ["seq", *columns, "body", "sum"]
             values = [seq, *columns.values(), text, _checksum(seq, table, text)]
             sql = f"INSERT INTO {table} ({','.join(names)}) VALUES ({','.join('?' * len(names))})"
             try:
-                self._conn.execute("BEGIN IMMEDIATE")
+                if not self._conn.in_transaction:
+                    self._conn.execute("BEGIN IMMEDIATE")
                 try:
                     self._conn.execute(sql, values)
-                    self._conn.execute("COMMIT")
-                except BaseException:
-                    try:
-                        self._conn.execute("ROLLBACK")
-                    except sqlite3.Error:
-                        pass  # SQLite may already have rolled back (e.g. a failed COMMIT)
+                except sqlite3.IntegrityError:
+                    if not self._in_batch:
+                        self._rollback()
+                    # In a batch SQLite undid this statement alone: the batch's earlier records stay.
                     raise
+                except BaseException:
+                    self._rollback()
+                    raise
+                self._next = seq
+                if not self._in_batch:
+                    self._commit(table)
             except sqlite3.IntegrityError as exc:
                 if f"{table}.seq" in str(exc):
                     # Our seq is taken: someone else wrote this journal (the flock should stop that).
+                    self._rollback()
                     self._failed = f"{table}: seq {seq} already used by another writer"
                     raise JournalError(f"journal write failed ({table}): {self._failed}") from None
                 raise  # a uniqueness question (fill_id, client_order_id), answered by the caller
             except (sqlite3.Error, OSError) as exc:
+                self._rollback()
                 self._failed = f"{table}: {exc}"
                 raise JournalError(f"journal write failed ({table}): {exc}") from None
-            self._seq = seq
             return seq
+
+    def _commit(self, what: str) -> None:
+        """Commit the open transaction (if any); the records in it are durable when this returns."""
+        if not self._conn.in_transaction:
+            return
+        try:
+            self._conn.execute("COMMIT")
+        except (sqlite3.Error, OSError) as exc:
+            self._rollback()
+            self._failed = f"{what}: {exc}"
+            raise JournalError(f"journal write failed ({what}): {exc}") from None
+        self._seq = self._next
+
+    def _rollback(self) -> None:
+        """Undo the open transaction: its records (and their seqs) are gone."""
+        try:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # SQLite may already have rolled back (e.g. a failed COMMIT)
+        self._next = self._seq
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator["Journal"]:
+        """Records written inside are ONE transaction, committed (one fsync) when the block ends.
+
+        An exception from the block rolls back what is not yet committed and propagates. Nested
+        batches join the outer one. ``record_intent`` still returns only once its intent is durable:
+        it commits the batch so far, and the rest of the block continues in a new transaction. The
+        journal's lock is held for the whole block (one writer at a time).
+        """
+        with self._lock:
+            if self._in_batch:
+                yield self
+                return
+            if self._failed:
+                raise JournalError(f"journal failed earlier: {self._failed}")
+            self._in_batch = True
+            try:
+                yield self
+            except BaseException:
+                self._in_batch = False
+                self._rollback()
+                raise
+            self._in_batch = False
+            self._commit("batch")
 
     # -- records --
 
@@ -302,19 +372,25 @@ class Journal:
         intent under an existing client_order_id raises JournalError (it would be a second order).
         """
         body = {**_plan_body(plan), "ts_ms": now_ms}
-        try:
-            return self._append(
-                "order_intents", {"client_order_id": plan.client_order_id, "whale_id": plan.whale_id}, body
-            )
-        except sqlite3.IntegrityError:
-            [row] = self._query("SELECT seq, body FROM order_intents WHERE client_order_id = ?", (plan.client_order_id,))
-            earlier = json.loads(row[1])
-            earlier.pop("ts_ms", None)
-            if earlier != _plan_body(plan):
-                raise JournalError(
-                    f"client_order_id {plan.client_order_id} already journaled for a different intent"
-                ) from None
-            return int(row[0])
+        with self._lock:
+            try:
+                seq = self._append(
+                    "order_intents", {"client_order_id": plan.client_order_id, "whale_id": plan.whale_id}, body
+                )
+            except sqlite3.IntegrityError:
+                [row] = self._query(
+                    "SELECT seq, body FROM order_intents WHERE client_order_id = ?", (plan.client_order_id,)
+                )
+                earlier = json.loads(row[1])
+                earlier.pop("ts_ms", None)
+                if earlier != _plan_body(plan):
+                    raise JournalError(
+                        f"client_order_id {plan.client_order_id} already journaled for a different intent"
+                    ) from None
+                seq = int(row[0])
+            # Inside a batch: commit it now — the order may be sent as soon as this returns.
+            self._commit("order_intents")
+            return seq
 
     def record_outcome(
         self,
@@ -394,19 +470,25 @@ class Journal:
         last_status: dict[str, str] = {}
         orders: dict[str, str] = {}
         fills: set[str] = set()
+        records: list[EvaluatedWhale] = []
         last_seq = 0
         for table, seq, data in self._records():
             last_seq = seq
             try:
                 if table == "decisions":
                     if data["action"] in FINAL_ACTIONS:
+                        sweep = (data["market"], data["outcome"], data["whale_ts_ms"])
                         evaluated.add(data["whale_id"])
                         evaluated_trades.update(data["trade_ids"])
-                        sweeps.add((data["market"], data["outcome"], data["whale_ts_ms"]))
+                        sweeps.add(sweep)
+                        ts = data["whale_ts_ms"] or data["ts_ms"]
+                        records.append(EvaluatedWhale(data["whale_id"], tuple(data["trade_ids"]), sweep, ts))
                     if data["action"] == FOLLOW:
                         followed.add(data["whale_id"])
                 elif table == "order_intents":
                     intents[data["client_order_id"]] = (seq, data)
+                    if data["whale_id"] not in evaluated:  # normally its follow decision came first
+                        records.append(EvaluatedWhale(data["whale_id"], (), None, data["ts_ms"]))
                     evaluated.add(data["whale_id"])  # an intent always means followed
                     followed.add(data["whale_id"])
                 elif table == "order_outcomes":
@@ -462,4 +544,5 @@ class Journal:
             fill_ids=frozenset(fills),
             intent_times_ms=tuple(d["ts_ms"] for _, d in sorted(intents.values(), key=lambda v: v[0])),
             state_hash=hashlib.sha256(_canonical(state).encode()).hexdigest(),
+            evaluated=tuple(records),
         )

@@ -8,7 +8,9 @@ journal's recovery view. Every decision is journaled (non-final ones only when t
 as ``WhaleDecisionMade`` + ``WhaleProcessing`` (processing → complete, with the seed's action names) to the
 state keeper and the broadcaster; final ones also to the whale tracker, which drops the whale from its queue.
 
-A follow: the decision and the intent are journaled (fsync) BEFORE the order is handed to the venue worker
+Journaling: the sightings of a queue update and the decisions (and intents) of the evaluation that follows are
+ONE journal transaction (``Journal.batch``: one fsync per evaluation, not one per record). A follow: its decision
+and intent are durable (``record_intent`` commits before it returns) BEFORE the order is handed to the venue worker
 thread this actor owns (actors.venues.VenueWorker: one blocking venue call at a time; results come back as
 ``VenueJobDone``). ``ExecutionStarted``/``ExecutionFinished`` go to the supervisor around sends (ACTING).
 
@@ -48,7 +50,8 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass
-from typing import Any, Callable
+from types import MappingProxyType
+from typing import Any, Callable, Iterable
 
 from messages.control import (
     DataSynced,
@@ -99,7 +102,7 @@ from .context import SystemContext, context_of
 from .journal import Journal, JournalError
 from .strategies import Strategy, make_strategy
 from .venues import Venue, VenueError, VenueWorker, book_from_view, make_venue
-from .whale_rules import Context, FollowRules, TokenBucket
+from .whale_rules import Context, EvaluatedWhales, FollowRules, TokenBucket
 
 __all__ = ["WhaleExecutor", "VenueFactory"]
 
@@ -186,6 +189,7 @@ class WhaleExecutor(SupervisedActor):
         self.group_triggered = False
         self.account: AccountView | None = None
         self.books: dict[str, Any] = {}  # market -> kalshi.book.OrderBook built from the latest view
+        self._books_view = MappingProxyType(self.books)  # what a Context gets: read-only, never copied
         self.views: dict[str, BookView] = {}  # latest immutable views (the paper venue reads these)
         self.watched: frozenset[str] = frozenset()
         self.requested_markets: set[str] = set()
@@ -193,10 +197,11 @@ class WhaleExecutor(SupervisedActor):
         # once): their whales wait for it instead of being journaled as skipped_book_stale first.
         self.view_wait_until_ns: dict[str, int] = {}
         self.queue: tuple[Whale, ...] = ()
-        self.evaluated_whale_ids: set[str] = set()
-        self.evaluated_trade_ids: set[str] = set()
-        self.evaluated_sweeps: set[tuple[str, str, int]] = set()
+        # Whales with a final decision (their trades and sweeps): never evaluated again. Bounded by age in
+        # setup() (the tracker's window + max age); the journal keeps them all.
+        self.evaluated: EvaluatedWhales
         self.seen_whales: BoundedIdSet[str] = BoundedIdSet(SEEN_WHALES_MEMORY)
+        self._unjournaled_seen: list[tuple[Whale, int]] = []  # (whale, when seen): journaled with the next decisions
         self.last_reason: dict[str, tuple[str, str]] = {}
         self.open: dict[str, _Open] = {}
         self.filled_markets: dict[str, int] = {}  # market -> mono ns of the fill
@@ -211,7 +216,6 @@ class WhaleExecutor(SupervisedActor):
         self._cleanups: dict[int, CleanupRequested] = {}
         self._next_cycle_ns = 0
         self.counts: dict[str, int] = {}
-        self._evaluated_frozen: tuple[frozenset, frozenset, frozenset] | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -225,9 +229,11 @@ class WhaleExecutor(SupervisedActor):
         self.rules = FollowRules.from_settings(settings, version)
         self.journal = Journal(self.config.get("journal_dir") or self.ctx.data_dir)
         view = self.journal.load()  # JournalCorrupt: refuse to start (D3) — the supervisor sees it
-        self.evaluated_whale_ids = set(view.evaluated_whale_ids)
-        self.evaluated_trade_ids = set(view.evaluated_trade_ids)
-        self.evaluated_sweeps = set(view.evaluated_sweeps)
+        self.evaluated = EvaluatedWhales(settings.whale_window_minutes * 60_000 + self.rules.max_age_ms)
+        horizon = self._now_ms() - self.evaluated.retention_ms
+        for e in view.evaluated:
+            if e.ts_ms >= horizon:  # older ones could only be skipped for age: not worth remembering
+                self.evaluated.add(e.whale_id, e.trade_ids, e.sweep, e.ts_ms)
         self.known_orders = dict(view.known_orders)
         self.bucket = TokenBucket.from_history(
             settings.whale_max_trades_per_minute, settings.whale_token_refill_seconds, view.intent_times_ms
@@ -240,8 +246,8 @@ class WhaleExecutor(SupervisedActor):
                 reason="intent without an outcome at start",
             )
         log.info(
-            "%s: journal replayed (last seq %d, %d evaluated whales, %d pending intents)",
-            self.name, view.last_seq, len(view.evaluated_whale_ids), len(view.pending_intents),
+            "%s: journal replayed (last seq %d, %d evaluated whales, %d recent enough to remember, %d pending intents)",
+            self.name, view.last_seq, len(view.evaluated_whale_ids), len(self.evaluated), len(view.pending_intents),
         )
         ctx = self.ctx
         factory = self._venue_factory
@@ -268,6 +274,13 @@ class WhaleExecutor(SupervisedActor):
             self.tell_supervisor(ExecutionFinished(actor=self.name, generation=self.generation))
         journal, self.journal = self.journal, None
         if journal is not None:
+            seen, self._unjournaled_seen = self._unjournaled_seen, []
+            if seen and self.journal_failed is None:  # whales seen but not decided yet (waiting for a book)
+                try:
+                    with journal.batch():
+                        self._record_seen(journal, seen)
+                except JournalError as exc:
+                    log.error("%s: journaling the last sightings failed: %s", self.name, error_text(exc))
             journal.close()
 
     # --- time -----------------------------------------------------------------------------------
@@ -323,10 +336,11 @@ class WhaleExecutor(SupervisedActor):
     @handles(WhaleQueueUpdated)
     def on_queue(self, msg: WhaleQueueUpdated) -> None:
         self.queue = msg.queue
+        now_ms = self._now_ms()
         for whale in msg.queue:
-            if whale.whale_id not in self.evaluated_whale_ids and self.seen_whales.add(whale.whale_id):
-                if not self._journal_write(lambda j, w=whale: j.record_whale_seen(w, self._now_ms())):
-                    return
+            if whale.whale_id not in self.evaluated.whale_ids and self.seen_whales.add(whale.whale_id):
+                # Journaled in the same transaction as the decisions _evaluate() makes next (one fsync).
+                self._unjournaled_seen.append((whale, now_ms))
         queued = {w.whale_id for w in msg.queue}
         for whale_id in [k for k in self.last_reason if k not in queued]:
             del self.last_reason[whale_id]  # left the queue without a final decision
@@ -337,10 +351,16 @@ class WhaleExecutor(SupervisedActor):
     def on_sightings(self, msg: WhaleSightings) -> None:
         # F04: a repeated trade never makes a second whale (the tracker dedups); it is journaled as seen.
         now_ms = self._now_ms()
-        for whale, trade_id in msg.sightings:
-            if not self._journal_write(lambda j, w=whale, t=trade_id: j.record_whale_seen(w, now_ms, "duplicate", t)):
-                return
-            self._count("duplicate_sightings")
+        seen, self._unjournaled_seen = self._unjournaled_seen, []  # a first sighting goes before its repeats
+
+        def write(journal: Journal) -> None:
+            with journal.batch():  # one commit for the whole message (up to the tracker's MAX_SIGHTINGS)
+                self._record_seen(journal, seen)
+                for whale, trade_id in msg.sightings:
+                    journal.record_whale_seen(whale, now_ms, "duplicate", trade_id)
+
+        if self._journal_write(write):
+            self.counts["duplicate_sightings"] = self.counts.get("duplicate_sightings", 0) + len(msg.sightings)
 
     @handles(Tick)
     def on_tick(self, msg: Tick) -> None:
@@ -349,6 +369,7 @@ class WhaleExecutor(SupervisedActor):
         if self._reconcile_due_ns is not None and now_ns >= self._reconcile_due_ns and not self._reconciling:
             self._start_reconcile()
         now_ms = self._now_ms()
+        self.evaluated.prune(now_ms)
         for coid, order in list(self.open.items()):
             if order.state == "retry" and now_ns >= order.next_ns and now_ns >= self._rl_until_ns:
                 if now_ms > order.deadline_ms:
@@ -435,7 +456,15 @@ class WhaleExecutor(SupervisedActor):
                                  outcome.average_fill_price, outcome.average_fee_paid, outcome.fill_cost, {})
             self._paper_fills(outcome)
         elif status == "rejected":
-            if "order group" in outcome.detail.lower() and not self.group_triggered:
+            if outcome.status_code == 404 and "order group" in outcome.detail.lower():
+                # F11b: the exchange no longer knows our group (it restarted empty): make a new one now
+                # instead of taking this for a trigger that refuses every order until a restart.
+                if self.order_group_id is not None:
+                    log.warning("%s: order group %s not found at the exchange; creating a new one", self.name,
+                                self.order_group_id)
+                    self.order_group_id = None
+                    self._reconcile_due_ns = now_ns
+            elif "order group" in outcome.detail.lower() and not self.group_triggered:
                 # F18: the exchange stopped our group (limit hit or an operator). Every create is refused until
                 # someone resets it; each refusal is final for its whale, so nothing loops. Said loudly, once.
                 self.group_triggered = True
@@ -537,6 +566,8 @@ class WhaleExecutor(SupervisedActor):
             if isinstance(report, ReconcileReport):
                 self._apply_reconcile_reads(report)
             return
+        if report.order_group_id != self.order_group_id:
+            self.group_triggered = False  # a new group accepts orders again
         self.order_group_id = report.order_group_id
         self._apply_reconcile_reads(report)
         if report.canceled is not None and (report.canceled.canceled or report.canceled.failed):
@@ -610,21 +641,18 @@ class WhaleExecutor(SupervisedActor):
         if self.ctx.execution == "paper":
             positions |= set(self.filled_markets)
         unknown = sum(1 for o in self.open.values() if o.state in ("unknown", "resolving"))
-        if self._evaluated_frozen is None:
-            # Frozen copies are rebuilt only after a final decision: the sets grow over a long run.
-            self._evaluated_frozen = (frozenset(self.evaluated_whale_ids), frozenset(self.evaluated_trade_ids),
-                                      frozenset(self.evaluated_sweeps))
-        evaluated = self._evaluated_frozen
+        evaluated = self.evaluated
+        # Read-only views, no copies: nothing changes them until the decisions of this context are made.
         return Context(
             gate_open=self._may_send(),
             rules=self.rules,
-            evaluated_whale_ids=evaluated[0],
-            evaluated_trade_ids=evaluated[1],
-            evaluated_sweeps=evaluated[2],
+            evaluated_whale_ids=evaluated.whale_ids,
+            evaluated_trade_ids=evaluated.trade_ids,
+            evaluated_sweeps=evaluated.sweeps,
             position_markets=frozenset(positions),
             inflight_markets=frozenset(inflight),
             resting_order_markets=frozenset(resting),
-            books=self.books,
+            books=self._books_view,
             exposure=exposure,
             daily_pnl=daily_pnl,
             unknown_outcome_orders=unknown,
@@ -634,7 +662,7 @@ class WhaleExecutor(SupervisedActor):
         return _NoTokens() if now_ns < self._rl_until_ns else self.bucket
 
     def _evaluate(self) -> None:
-        if not self.queue or self.journal is None:
+        if self.journal is None or not (self.queue or self._unjournaled_seen):
             return
         now_ms, now_ns = self._now_ms(), self._now_ns()
         queue = self.queue
@@ -643,12 +671,10 @@ class WhaleExecutor(SupervisedActor):
                 if now_ns >= until:
                     del self.view_wait_until_ns[market]  # no view came: decide on what we have
             queue = tuple(w for w in queue if w.market not in self.view_wait_until_ns)
-            if not queue:
-                return
-        decisions, _ = self.strategy.on_queue(queue, self._context(), now_ms, self._bucket(now_ns), now_ms)
-        for decision in decisions:
-            if not self._handle_decision(decision):
-                return
+        decisions: Iterable[Decision] = ()
+        if queue:
+            decisions, _ = self.strategy.on_queue(queue, self._context(), now_ms, self._bucket(now_ns), now_ms)
+        self._act(decisions)
 
     def _run_cycle(self, now_ns: int) -> None:
         cycle = self.strategy.cycle_seconds
@@ -657,54 +683,93 @@ class WhaleExecutor(SupervisedActor):
         self._next_cycle_ns = now_ns + cycle * NS_PER_S
         # The seed's cycle: sync (the state keeper's latest account view) → evaluate → decide → execute.
         now_ms = self._now_ms()
-        for decision in self.strategy.on_cycle(self._context(), now_ms, self._bucket(now_ns), now_ms):
-            if not self._handle_decision(decision):
-                return
+        self._act(self.strategy.on_cycle(self._context(), now_ms, self._bucket(now_ns), now_ms))
 
-    def _handle_decision(self, d: Decision) -> bool:
-        """Journal and announce one decision (and start the follow). False if the journal failed."""
-        if not d.final:
-            key = (d.action, d.reason)
-            if self.last_reason.get(d.whale_id) == key:
-                return True
-            self.last_reason[d.whale_id] = key
-        if not self._journal_write(lambda j: j.record_decision(d)):
+    def _act(self, decisions: Iterable[Decision]) -> None:
+        """Journal the waiting sightings and these decisions, with the intents of follows, as one transaction;
+        then announce the decisions and send the follows. Each intent is durable before its order is sent:
+        record_intent commits (the batch so far) before it returns."""
+        todo = [d for d in decisions if self._worth_journaling(d)]
+        seen = self._take_sightings()
+        if not todo and not seen:
+            return
+        now_ms = self._now_ms()
+
+        def write(journal: Journal) -> None:
+            with journal.batch():
+                self._record_seen(journal, seen)
+                for d in todo:
+                    journal.record_decision(d)
+                for d in todo:
+                    if d.action == FOLLOW and d.plan is not None:
+                        journal.record_intent(d.plan, now_ms)
+
+        if not self._journal_write(write):
+            return
+        for d in todo:
+            self._announce(d, now_ms)
+
+    @staticmethod
+    def _record_seen(journal: Journal, seen: list[tuple[Whale, int]]) -> None:
+        for whale, seen_ms in seen:
+            journal.record_whale_seen(whale, seen_ms)
+
+    def _take_sightings(self) -> list[tuple[Whale, int]]:
+        """The sightings to journal now. A queued whale waiting for its market's first book view keeps its
+        sighting back for a moment, to share the transaction of its decision (at most VIEW_WAIT_NS later)."""
+        pending, waiting = self._unjournaled_seen, self.view_wait_until_ns
+        if not pending or not waiting:
+            self._unjournaled_seen = []
+            return pending
+        queued = {w.whale_id for w in self.queue}
+        now, later = [], []
+        for item in pending:
+            whale = item[0]
+            (later if whale.market in waiting and whale.whale_id in queued else now).append(item)
+        self._unjournaled_seen = later
+        return now
+
+    def _worth_journaling(self, d: Decision) -> bool:
+        """A non-final decision is journaled (and told) only when its reason changes."""
+        if d.final:
+            return True
+        key = (d.action, d.reason)
+        if self.last_reason.get(d.whale_id) == key:
             return False
+        self.last_reason[d.whale_id] = key
+        return True
+
+    def _announce(self, d: Decision, now_ms: int) -> None:
+        """After the journal commit: remember, tell, and start the follow (its intent is on disk)."""
         self._count(d.action)
         if d.final:
             self.last_reason.pop(d.whale_id, None)
-            self.evaluated_whale_ids.add(d.whale_id)
-            self.evaluated_trade_ids.update(d.trade_ids)
-            if d.whale_ts_ms:
-                self.evaluated_sweeps.add((d.market, d.outcome, d.whale_ts_ms))
-            self._evaluated_frozen = None
+            sweep = (d.market, d.outcome, d.whale_ts_ms) if d.whale_ts_ms else None
+            self.evaluated.add(d.whale_id, d.trade_ids, sweep, d.whale_ts_ms or d.decided_ms or now_ms)
         made = WhaleDecisionMade(decision=d)
         self.peers.tell_many(NOTIFY, made)
         if d.final and "whale_tracker" in self.peers:
             self.peers.tell("whale_tracker", made)
-        now_ms = self._now_ms()
         self.peers.tell_many(NOTIFY, WhaleProcessing(whale_id=d.whale_id, status="processing", action=None, ts_ms=now_ms))
         if d.action == FOLLOW and d.plan is not None:
-            return self._start_follow(d.plan, d.whale_ts_ms)
+            self._start_follow(d.plan, d.whale_ts_ms, now_ms)
+            return
         self.peers.tell_many(NOTIFY, WhaleProcessing(whale_id=d.whale_id, status="complete", action=seed_action(d.action), ts_ms=now_ms))
-        return True
 
     # --- executing ------------------------------------------------------------------------------
 
-    def _start_follow(self, plan: OrderPlan, whale_ts_ms: int) -> bool:
-        now_ms = self._now_ms()
-        # The intent is on disk before anything is sent (rule 1/12).
-        if not self._journal_write(lambda j: j.record_intent(plan, now_ms)):
-            return False
+    def _start_follow(self, plan: OrderPlan, whale_ts_ms: int, now_ms: int) -> None:
+        """Send a follow whose intent _act() has journaled: it is on disk before anything is sent (rule 1/12)."""
         deadline = (whale_ts_ms or now_ms) + self.rules.max_age_ms
         self.open[plan.client_order_id] = _Open(plan=plan, state="sending", deadline_ms=deadline)
         self.peers.tell_many(NOTIFY, OrderSubmitted(client_order_id=plan.client_order_id, whale_id=plan.whale_id,
                                                     market=plan.market, ts_ms=now_ms))
         self._send(plan.client_order_id)
-        return True
 
     def _may_send(self) -> bool:
-        return self.gate_open and self.ready and self.journal_failed is None
+        # A triggered order group refuses every create: don't send orders that must fail (whales wait, non-final,
+        # and expire by age unless a new group is made).
+        return self.gate_open and self.ready and self.journal_failed is None and not self.group_triggered
 
     def _send(self, coid: str) -> None:
         order = self.open[coid]
@@ -914,6 +979,7 @@ class WhaleExecutor(SupervisedActor):
             unknown_outcomes=sum(1 for o in self.open.values() if o.state in ("unknown", "resolving")),
             rate_limited_for_ms=max(0, (self._rl_until_ns - self._now_ns()) // NS_PER_MS) if hasattr(self, "ctx") else 0,
             queue=len(self.queue),
+            evaluated_remembered=len(self.evaluated) if hasattr(self, "evaluated") else 0,
             watched=sorted(self.watched),
             counts=dict(self.counts),
             strategy=getattr(getattr(self, "strategy", None), "name", None),

@@ -8,12 +8,14 @@ caller keeps one clock per bucket.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import heapq
+from collections.abc import Hashable, Iterator, Set
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from types import MappingProxyType
-from typing import Iterable, Mapping, Protocol
+from typing import AbstractSet, Iterable, Mapping, Protocol
 
 from kalshi.units import (
     CENT,
@@ -53,6 +55,8 @@ __all__ = [
     "whale_id_for",
     "client_order_id_for",
     "WhaleQueue",
+    "SetView",
+    "EvaluatedWhales",
     "TokenBucket",
     "FollowRules",
     "BookView",
@@ -172,45 +176,73 @@ def client_order_id_for(whale_id: str, strategy_version: str) -> str:
 
 
 class _Group:
-    """The prints of one taker order so far (mutable, private to the queue)."""
+    """The prints of one taker order so far (mutable, private to the queue).
 
-    __slots__ = ("key", "whale_id", "trade_ids", "count", "price_volume", "prices", "state")
+    Running totals only: the whale id and the ``Whale`` are built when the sweep qualifies, and the
+    Whale is kept until the sweep grows, so a small print costs no Whale and no hash.
+    """
 
-    def __init__(self, key: tuple[str, str, int], first_trade_id: str) -> None:
+    __slots__ = ("key", "first_trade_id", "trade_ids", "count", "price_volume", "prices", "size", "state",
+                 "tracked", "_whale_id", "_whale")
+
+    def __init__(self, key: tuple[str, str, int], trade: PublicTrade) -> None:
         self.key = key
-        self.whale_id = whale_id_for(first_trade_id)
+        self.first_trade_id = trade.trade_id
         self.trade_ids: list[str] = []
         self.count = 0
         self.price_volume = 0
         self.prices: set[int] = set()
+        self.size = 0  # whale_size: max(cost, payout)
         self.state = "pending"  # pending | queued | removed
+        self.tracked = False  # has an entry in the queue's expiry heap (it entered the queue once)
+        self._whale_id: str | None = None
+        self._whale: Whale | None = None
+        self.add(trade)
 
     def add(self, trade: PublicTrade) -> None:
+        price = trade.taker_price
         self.trade_ids.append(trade.trade_id)
         self.count += trade.count
-        self.price_volume += trade.count * trade.taker_price
-        self.prices.add(trade.taker_price)
+        self.price_volume += trade.count * price
+        self.prices.add(price)
+        self.size = max(self._cost(), notional(self.count, PRICE_ONE))
+        self._whale = None
 
-    def to_whale(self) -> Whale:
-        market, side, ts_ms = self.key
+    def _cost(self) -> int:
         q, r = divmod(self.price_volume, COUNT_ONE)
-        cost = q + (1 if r else 0)
-        payout = notional(self.count, PRICE_ONE)
-        return Whale(
-            whale_id=self.whale_id,
-            market=market,
-            side=side,
-            count=self.count,
-            price_volume=self.price_volume,
-            cost=cost,
-            payout=payout,
-            whale_size=max(cost, payout),
-            min_price=min(self.prices),
-            max_price=max(self.prices),
-            levels=len(self.prices),
-            trade_ids=tuple(self.trade_ids),
-            ts_ms=ts_ms,
-        )
+        return q + (1 if r else 0)
+
+    @property
+    def whale_id(self) -> str:
+        if self._whale_id is None:
+            self._whale_id = whale_id_for(self.first_trade_id)
+        return self._whale_id
+
+    def out_of_band(self, band_min: int, band_max: int) -> bool:
+        """The volume-weighted price (price_volume / count) at or beyond a band edge, in integers."""
+        return self.price_volume >= band_max * self.count or self.price_volume <= band_min * self.count
+
+    def whale(self) -> Whale:
+        if self._whale is None:
+            market, side, ts_ms = self.key
+            cost = self._cost()
+            payout = notional(self.count, PRICE_ONE)
+            self._whale = Whale(
+                whale_id=self.whale_id,
+                market=market,
+                side=side,
+                count=self.count,
+                price_volume=self.price_volume,
+                cost=cost,
+                payout=payout,
+                whale_size=max(cost, payout),
+                min_price=min(self.prices),
+                max_price=max(self.prices),
+                levels=len(self.prices),
+                trade_ids=tuple(self.trade_ids),
+                ts_ms=ts_ms,
+            )
+        return self._whale
 
 
 class WhaleQueue:
@@ -218,9 +250,11 @@ class WhaleQueue:
 
     Prints of one taker order that swept several levels share market, taker side and ``ts_ms``;
     they are grouped into one whale (the group is tracked even while it is below the threshold,
-    since the sweep as a whole may qualify). Trades are deduplicated by ``trade_id`` for as long
-    as they are inside the window; older trades are discarded as stale, so a backfill can never
-    bring back a trade the window has forgotten.
+    since the sweep as a whole may qualify). A sweep's prints arrive together, so once a print of
+    the same market and side with another ``ts_ms`` arrives, a group that never entered the queue
+    is dropped: only its trade ids stay, for deduplication. Trades are deduplicated by ``trade_id``
+    for as long as they are inside the window; older trades are discarded as stale, so a backfill
+    can never bring back a trade the window has forgotten.
     """
 
     def __init__(
@@ -246,9 +280,12 @@ class WhaleQueue:
         self.band_max = band_max
         self.markets = markets
         self.max_tracked_trades = max_tracked_trades
-        self._groups: dict[tuple[str, str, int], _Group] = {}
-        self._by_trade: dict[str, tuple[str, str, int]] = {}
-        self._expiry: list[tuple[int, tuple[str, str, int]]] = []  # heap of (ts_ms, group key)
+        self._groups: dict[tuple[str, str, int], _Group] = {}  # sweeps that may grow or that entered the queue
+        self._open: dict[tuple[str, str], _Group] = {}  # (market, side) → the group of its latest print
+        # trade id → its group while that is kept, else the trade's ts_ms (a dropped small sweep)
+        self._by_trade: dict[str, _Group | int] = {}
+        self._arrivals: collections.deque[str] = collections.deque()  # trade ids in arrival order
+        self._expiry: list[tuple[int, tuple[str, str, int]]] = []  # heap of (ts_ms, key) of queued groups
         self._queued: dict[str, _Group] = {}  # whale_id → group, at most `capacity`
         self.trades_seen = 0
         self.trades_accepted = 0  # trades that are part of a whale that entered the queue
@@ -257,8 +294,8 @@ class WhaleQueue:
 
     # -- intake --
 
-    def _discard(self, reason: str) -> tuple[str, None]:
-        self.discards[reason] = self.discards.get(reason, 0) + 1
+    def _discard(self, reason: str, n: int = 1) -> tuple[str, None]:
+        self.discards[reason] = self.discards.get(reason, 0) + n
         return reason, None
 
     @classmethod
@@ -279,14 +316,16 @@ class WhaleQueue:
         the first sighting joined, if it was one), ``stale``, ``market``, ``below_threshold``,
         ``band``, ``queue_full``, ``processed``."""
         self.trades_seen += 1
-        seen_key = self._by_trade.get(trade.trade_id)
-        if seen_key is not None:
+        horizon = now_ms - self.window_ms
+        seen = self._by_trade.get(trade.trade_id)
+        if seen is not None and (seen.key[2] if type(seen) is _Group else seen) >= horizon:
             # F04: a repeat never makes a second whale; the whale it belongs to (if its group
             # qualified) is returned so the caller can journal the sighting as a duplicate.
             self.duplicates += 1
-            group = self._groups.get(seen_key)
-            return "duplicate", (group.to_whale() if group is not None and group.state != "pending" else None)
-        if trade.ts_ms < now_ms - self.window_ms:
+            if type(seen) is _Group and seen.state != "pending":
+                return "duplicate", seen.whale()
+            return "duplicate", None
+        if trade.ts_ms < horizon:
             return self._discard("stale")
         if self.markets is not None and trade.market not in self.markets:
             return self._discard("market")
@@ -294,22 +333,32 @@ class WhaleQueue:
         key = (trade.market, trade.taker_side, trade.ts_ms)
         group = self._groups.get(key)
         if group is None:
-            group = _Group(key, trade.trade_id)
+            group = _Group(key, trade)
             self._groups[key] = group
-            heapq.heappush(self._expiry, (trade.ts_ms, key))
-        group.add(trade)
-        self._by_trade[trade.trade_id] = key
-        if len(self._by_trade) > self.max_tracked_trades:
-            self._evict_oldest()
+        else:
+            group.add(trade)
+        lane = key[:2]
+        latest = self._open.get(lane)
+        if latest is not group:
+            if latest is not None and latest.state == "pending":
+                self._close(latest)  # another ts_ms in its market and side: that sweep is over
+            self._open[lane] = group
+        self._by_trade[trade.trade_id] = group
+        self._arrivals.append(trade.trade_id)
+        try:
+            return self._judge(group)
+        finally:
+            if len(self._by_trade) > self.max_tracked_trades:
+                self._evict_oldest()
 
+    def _judge(self, group: _Group) -> tuple[str, Whale | None]:
+        """Whether the group (which just took a print) is a queued whale now."""
         if group.state == "removed":
             self.trades_accepted += 1  # part of a whale already handled: not a new signal
             return "processed", None
-        whale = group.to_whale()
-        if whale.whale_size < self.min_size:
+        if group.size < self.min_size:
             return self._discard("below_threshold")
-        average = whale.average_price
-        if average >= self.band_max or average <= self.band_min:
+        if group.out_of_band(self.band_min, self.band_max):
             if group.state == "queued":
                 # More prints moved the sweep out of the band: it is no longer a signal.
                 del self._queued[group.whale_id]
@@ -317,34 +366,69 @@ class WhaleQueue:
             return self._discard("band")
         if group.state == "queued":
             self.trades_accepted += 1
-            return "grown", whale
+            return "grown", group.whale()
         if len(self._queued) >= self.capacity:
-            smallest = min(self._queued.values(), key=lambda g: (g.to_whale().whale_size, -g.key[2]))
-            if smallest.to_whale().whale_size >= whale.whale_size:
+            smallest = min(self._queued.values(), key=lambda g: (g.size, -g.key[2]))
+            if smallest.size >= group.size:
                 return self._discard("queue_full")
             del self._queued[smallest.whale_id]
             smallest.state = "pending"
         self._queued[group.whale_id] = group
         group.state = "queued"
+        if not group.tracked:
+            group.tracked = True
+            heapq.heappush(self._expiry, (group.key[2], group.key))
         self.trades_accepted += len(group.trade_ids)
-        return "new", whale
+        return "new", group.whale()
 
-    def _drop_group(self, key: tuple[str, str, int]) -> None:
-        group = self._groups.pop(key, None)
-        if group is None:
-            return
+    def _close(self, group: _Group) -> None:
+        """A sweep that never entered the queue and can no longer grow: keep only its trade ids."""
+        ts = group.key[2]
         for trade_id in group.trade_ids:
-            self._by_trade.pop(trade_id, None)
+            if self._by_trade.get(trade_id) is group:
+                self._by_trade[trade_id] = ts
+        if self._groups.get(group.key) is group:
+            del self._groups[group.key]
+        if self._open.get(group.key[:2]) is group:
+            del self._open[group.key[:2]]
+
+    def _drop_group(self, group: _Group) -> int:
+        """Forget a group and its trade ids; returns how many trade ids went."""
+        forgotten = 0
+        for trade_id in group.trade_ids:
+            if self._by_trade.get(trade_id) is group:
+                del self._by_trade[trade_id]
+                forgotten += 1
+        if self._groups.get(group.key) is group:
+            del self._groups[group.key]
+        if self._open.get(group.key[:2]) is group:
+            del self._open[group.key[:2]]
         if group.state == "queued":
             self._queued.pop(group.whale_id, None)
+            group.state = "pending"
+        return forgotten
+
+    def _forget_front(self) -> tuple[int, int] | None:
+        """Forget the trade id that arrived first (with its whole group if that is kept): (ts_ms, how
+        many ids went), or None when nothing is left. Ids already forgotten are skipped."""
+        while self._arrivals:
+            trade_id = self._arrivals.popleft()
+            seen = self._by_trade.get(trade_id)
+            if seen is None:
+                continue
+            if type(seen) is _Group:
+                return seen.key[2], self._drop_group(seen)
+            del self._by_trade[trade_id]
+            return seen, 1
+        return None
 
     def _evict_oldest(self) -> None:
-        # Memory bound under a trade storm: forget the oldest groups first (counted).
-        while len(self._by_trade) > self.max_tracked_trades and self._expiry:
-            _, key = heapq.heappop(self._expiry)
-            if key in self._groups:
-                self._drop_group(key)
-                self.discards["evicted"] = self.discards.get("evicted", 0) + 1
+        # Memory bound under a trade storm: forget the earliest trades (and their sweeps) first (counted).
+        while len(self._by_trade) > self.max_tracked_trades:
+            gone = self._forget_front()
+            if gone is None:
+                break
+            self._discard("evicted", gone[1])
 
     # -- upkeep --
 
@@ -354,7 +438,20 @@ class WhaleQueue:
         horizon = now_ms - self.window_ms
         while self._expiry and self._expiry[0][0] < horizon:
             _, key = heapq.heappop(self._expiry)
-            self._drop_group(key)
+            group = self._groups.get(key)
+            if group is not None:
+                self._drop_group(group)
+        # Trade ids leave in arrival order (about time order: a late arrival waits behind a newer one,
+        # which costs memory for a while, never correctness — add() checks each id's own time).
+        arrivals, by_trade = self._arrivals, self._by_trade
+        while arrivals:
+            seen = by_trade.get(arrivals[0])
+            if seen is None:
+                arrivals.popleft()  # forgotten with its group already
+            elif (seen.key[2] if type(seen) is _Group else seen) < horizon:
+                self._forget_front()
+            else:
+                break
         return before - len(self._queued)
 
     def remove(self, whale_id: str) -> bool:
@@ -369,12 +466,22 @@ class WhaleQueue:
 
     def snapshot(self) -> tuple[Whale, ...]:
         """Queued whales, largest first (ties: older first, then by id, for a stable order)."""
-        whales = [g.to_whale() for g in self._queued.values()]
+        whales = [g.whale() for g in self._queued.values()]
         whales.sort(key=lambda w: (-w.whale_size, w.ts_ms, w.whale_id))
         return tuple(whales)
 
     def __len__(self) -> int:
         return len(self._queued)
+
+    @property
+    def tracked_trades(self) -> int:
+        """Trade ids remembered for deduplication."""
+        return len(self._by_trade)
+
+    @property
+    def tracked_sweeps(self) -> int:
+        """Sweeps kept whole: the latest of each market and side, and those that entered the queue."""
+        return len(self._groups)
 
     def stats(self) -> QueueStats:
         discarded = self.trades_seen - self.trades_accepted
@@ -388,6 +495,127 @@ class WhaleQueue:
             window_minutes=self.window_minutes,
             min_size=self.min_size,
         )
+
+
+# --- what the executor has evaluated ----------------------------------------------------------
+
+
+class SetView(Set):
+    """A read-only set over other sets, without copying them: ``view | more`` adds a layer.
+
+    The executor hands its live id memories to the decision this way; a pass that decides several
+    whales layers the new ids on top instead of copying everything it has evaluated.
+    """
+
+    __slots__ = ("_parts",)
+
+    def __init__(self, *parts: Iterable) -> None:
+        flat: list[AbstractSet] = []
+        for part in parts:
+            if isinstance(part, SetView):
+                flat.extend(part._parts)
+            else:
+                flat.append(part if isinstance(part, Set) else frozenset(part))
+        self._parts = tuple(flat)
+
+    def __contains__(self, item: object) -> bool:
+        return any(item in part for part in self._parts)
+
+    def __iter__(self) -> Iterator:
+        if len(self._parts) == 1:
+            yield from self._parts[0]
+            return
+        seen: set = set()
+        for part in self._parts:
+            for item in part:
+                if item not in seen:
+                    seen.add(item)
+                    yield item
+
+    def __len__(self) -> int:
+        if len(self._parts) == 1:
+            return len(self._parts[0])
+        return sum(1 for _ in self)
+
+    def isdisjoint(self, other: Iterable) -> bool:
+        other = other if isinstance(other, (tuple, list, set, frozenset)) else tuple(other)
+        return all(part.isdisjoint(other) for part in self._parts)
+
+    def __or__(self, other: Iterable) -> "SetView":
+        # A union is a value: a mutable operand is copied (the layers below are the owner's views).
+        return SetView(self, other if isinstance(other, (frozenset, SetView)) else frozenset(other))
+
+    __ror__ = __or__
+
+    def __repr__(self) -> str:
+        return f"SetView({len(self)} items)"
+
+    @classmethod
+    def _from_iterable(cls, items: Iterable) -> frozenset:
+        return frozenset(items)  # the other set operations (&, -, ^) give plain frozensets
+
+
+class EvaluatedWhales:
+    """Whales with a final decision, their trade ids and sweeps, for as long as they can matter.
+
+    A whale reaches the executor only from the tracker's queue, which holds whales of the last
+    window; and a whale older than the follow rules' max age can only be skipped for age. So an
+    entry is kept ``retention_ms`` (window + max age) past its trade time and then forgotten: the
+    memory stays bounded on a long run, and the journal still holds every decision for replay.
+    ``whale_ids``, ``trade_ids`` and ``sweeps`` are live read-only views (no copies).
+    """
+
+    def __init__(self, retention_ms: int) -> None:
+        if retention_ms <= 0:
+            raise ValueError("evaluated whales: retention must be positive")
+        self.retention_ms = retention_ms
+        self._whales: dict[str, int] = {}  # id → the latest trade time it was evaluated with
+        self._trades: dict[str, int] = {}
+        self._sweeps: dict[tuple[str, str, int], int] = {}
+        self._expiry: list[tuple[int, int, str, tuple[str, ...], tuple[str, str, int] | None]] = []
+        self._n = 0  # heap tie-breaker
+        self.whale_ids = SetView(self._whales.keys())
+        self.trade_ids = SetView(self._trades.keys())
+        self.sweeps = SetView(self._sweeps.keys())
+
+    def add(self, whale_id: str, trade_ids: Iterable[str], sweep: tuple[str, str, int] | None, ts_ms: int) -> None:
+        trade_ids = tuple(trade_ids)
+        _remember(self._whales, whale_id, ts_ms)
+        for trade_id in trade_ids:
+            _remember(self._trades, trade_id, ts_ms)
+        if sweep is not None:
+            _remember(self._sweeps, sweep, ts_ms)
+        self._n += 1
+        heapq.heappush(self._expiry, (ts_ms, self._n, whale_id, trade_ids, sweep))
+
+    def prune(self, now_ms: int) -> int:
+        """Forget whales whose trade time is more than ``retention_ms`` before ``now_ms``; returns how many."""
+        horizon = now_ms - self.retention_ms
+        forgotten = 0
+        while self._expiry and self._expiry[0][0] < horizon:
+            ts, _, whale_id, trade_ids, sweep = heapq.heappop(self._expiry)
+            forgotten += _forget(self._whales, whale_id, ts)
+            for trade_id in trade_ids:
+                _forget(self._trades, trade_id, ts)
+            if sweep is not None:
+                _forget(self._sweeps, sweep, ts)
+        return forgotten
+
+    def __len__(self) -> int:
+        return len(self._whales)
+
+
+def _remember(memory: dict, key: Hashable, ts_ms: int) -> None:
+    if memory.get(key, ts_ms) <= ts_ms:
+        memory[key] = ts_ms
+
+
+def _forget(memory: dict, key: Hashable, ts_ms: int) -> int:
+    """Drop ``key`` unless a later evaluation refreshed it."""
+    if memory.get(key, ts_ms + 1) <= ts_ms:
+        del memory[key]
+        return 1
+    return 0
 
 
 # --- token bucket ---------------------------------------------------------------------------
@@ -502,10 +730,15 @@ class FollowRules:
 
 
 _EMPTY_MAP: Mapping = MappingProxyType({})
+_ID_SETS = ("evaluated_whale_ids", "evaluated_trade_ids", "evaluated_sweeps")
 
 
 def _frozen_map(value: Mapping) -> Mapping:
     return value if isinstance(value, MappingProxyType) else MappingProxyType(dict(value))
+
+
+def _read_only_set(value: AbstractSet) -> AbstractSet:
+    return value if isinstance(value, (frozenset, SetView)) else SetView(value)
 
 
 def event_of(market: str) -> str:
@@ -516,8 +749,11 @@ def event_of(market: str) -> str:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Context:
-    """Everything the decision looks at, frozen at one instant (mappings are read-only views).
+    """Everything the decision looks at, at one instant.
 
+    Mappings are read-only proxies (a plain dict is copied into one); the evaluated id sets are
+    read-only views (a mutable set is wrapped, not copied): the owner must not change them while a
+    decision runs — the executor builds a context, decides and only then records what it decided.
     ``inflight_markets`` holds markets with an order in flight or a fill not yet synced;
     ``exposure`` maps market → cost basis held or committed there; ``events`` maps market → event
     ticker where the event is not simply the ticker's prefix.
@@ -525,9 +761,9 @@ class Context:
 
     gate_open: bool
     rules: FollowRules = field(default_factory=FollowRules)
-    evaluated_whale_ids: frozenset[str] = frozenset()
-    evaluated_trade_ids: frozenset[str] = frozenset()
-    evaluated_sweeps: frozenset[tuple[str, str, int]] = frozenset()
+    evaluated_whale_ids: AbstractSet[str] = frozenset()
+    evaluated_trade_ids: AbstractSet[str] = frozenset()
+    evaluated_sweeps: AbstractSet[tuple[str, str, int]] = frozenset()
     position_markets: frozenset[str] = frozenset()
     inflight_markets: frozenset[str] = frozenset()
     resting_order_markets: frozenset[str] = frozenset()
@@ -542,6 +778,8 @@ class Context:
     def __post_init__(self) -> None:
         for name in ("books", "exposure", "events"):
             object.__setattr__(self, name, _frozen_map(getattr(self, name)))
+        for name in _ID_SETS:
+            object.__setattr__(self, name, _read_only_set(getattr(self, name)))
 
     def event(self, market: str) -> str:
         return self.events.get(market) or event_of(market)
@@ -672,7 +910,9 @@ def process_queue(
     """
     decisions: list[Decision] = []
     for whale in sorted(queue, key=lambda w: (-w.whale_size, w.ts_ms, w.whale_id)):
-        ctx = replace(ctx, tokens_available=bucket.available(bucket_now_ms))
+        tokens = bucket.available(bucket_now_ms)
+        if tokens != ctx.tokens_available:
+            ctx = replace(ctx, tokens_available=tokens)
         decision = decide(whale, ctx, now_ms)
         if decision is None:
             continue
@@ -680,11 +920,12 @@ def process_queue(
             decision = _decision(whale, RATE_LIMITED, "rate limit: no token", now_ms)
         decisions.append(decision)
         if decision.final:
+            # Layered on the views, not copied: what this pass decided is not evaluated again in it.
             ctx = replace(
                 ctx,
-                evaluated_whale_ids=ctx.evaluated_whale_ids | {whale.whale_id},
-                evaluated_trade_ids=ctx.evaluated_trade_ids | frozenset(whale.trade_ids),
-                evaluated_sweeps=ctx.evaluated_sweeps | {whale.sweep_key},
+                evaluated_whale_ids=SetView(ctx.evaluated_whale_ids, (whale.whale_id,)),
+                evaluated_trade_ids=SetView(ctx.evaluated_trade_ids, whale.trade_ids),
+                evaluated_sweeps=SetView(ctx.evaluated_sweeps, (whale.sweep_key,)),
             )
         if decision.action == FOLLOW:
             ctx = replace(ctx, inflight_markets=ctx.inflight_markets | {whale.market})

@@ -114,6 +114,8 @@ class WhaleTracker(SupervisedActor):
                 duplicates=q.duplicates,
                 queue_size=q.queue_size,
                 discards=dict(queue.discards),
+                tracked_trades=queue.tracked_trades,  # the queue's memory: trade ids kept for dedupe
+                tracked_sweeps=queue.tracked_sweeps,
                 bad_trades=self.bad_trades,
                 updates_sent=self.updates_sent,
             )

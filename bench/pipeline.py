@@ -4,9 +4,11 @@
                                             [--paced-rate 1000] [--paced-seconds 15] [--mem-rate 5000]
                                             [--mem-markets 500] [--mem-seconds 30] [--data-dir DIR]
                                             [--skip-blast] [--skip-latency] [--skip-memory]
+                                            [--whale-window-minutes 5] [--whale-max-age-seconds 120]
 
-Default run ≈ 75 s; ``--soak`` makes the memory phase 10 minutes (the steady-state figure needs > 7 minutes,
-see phase 4).
+Default run ≈ 75 s; ``--soak`` makes the memory phase 10 minutes (the steady-state figure needs > 8 minutes,
+see phase 4). A shorter steady-state soak: ``--skip-blast --skip-latency --whale-window-minutes 1
+--whale-max-age-seconds 30 --mem-seconds 300``.
 
 The stream comes from bench/_harness.py's replay server (a separate process replaying Kalshi-shaped
 ``orderbook_delta`` + ``trade`` frames at a target rate, ``ts_ms`` = send time, per-sid seq): the local exchange's
@@ -24,11 +26,14 @@ Phases (each with a fresh actor system and a fresh stream):
 3. latency at a paced rate (1,000 msg/s): raw loop send → recv; pipeline send → book applied (state keeper),
    send → whale queue updated, send → decision computed (the strategy returned it), send → first decision told
    (after its journal commit), and decision → order acknowledged by the exchange (OrderAccepted/Rejected/Unknown
-   as told by the executor). The executor's journal commits are timed too (they sit on that path by design).
+   as told by the executor). The executor's journal writes are timed too (they sit on that path by design):
+   ``batch`` is one evaluation's transaction (sightings, decisions, intents: the whole commit); the record_* calls
+   inside it are appends, except record_intent, which commits the batch so far before it returns.
 4. memory: resident set size of this process over a steady run (5,000 msg/s over 500 markets); growth after
-   warm-up by least squares, MiB/min. The whale queue keeps every trade id of its 5-minute window, so memory
-   rises for one window and then plateaus: only a run longer than window + 2 min (``--soak``: 10 minutes,
-   warm-up = window + 1 min) measures the steady state; the default short run reports the fill-up slope.
+   warm-up by least squares, MiB/min. The whale queue keeps every trade id of its 5-minute window and the
+   executor remembers evaluated whales for window + max age, so memory rises for that long and then plateaus:
+   only a run longer than that + 2 min (``--soak``: 10 minutes, warm-up = window + max age + 1 min) measures the
+   steady state; a shorter run reports the fill-up slope.
 
 Actors are started directly (no supervisor, no main.py) with bench-only subclasses of StateKeeper, WhaleTracker and
 WhaleExecutor that only timestamp (batches applied, trades counted, journal calls and strategy results); a probe
@@ -40,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import array
+import contextlib
 import gc
 import json
 import logging
@@ -238,7 +244,7 @@ class Probe(SupervisedActor):
 
 
 class BenchExecutor(WhaleExecutor):
-    """The real WhaleExecutor; times its journal commits (the fsync'd writes on the decision path)."""
+    """The real WhaleExecutor; times its journal writes (the fsync'd commits on the decision path)."""
 
     def setup(self) -> None:
         super().setup()
@@ -247,6 +253,8 @@ class BenchExecutor(WhaleExecutor):
         assert journal is not None
         for name in ("record_whale_seen", "record_decision", "record_intent", "record_outcome"):
             setattr(journal, name, _timed(getattr(journal, name), rec, rec.journal_ns.setdefault(name, [])))
+        if hasattr(journal, "batch"):  # one transaction per evaluation: time the whole block, commit included
+            journal.batch = _timed_block(journal.batch, rec, rec.journal_ns.setdefault("batch", []))
         on_queue = self.strategy.on_queue
 
         def timed_on_queue(*args: Any, **kwargs: Any) -> Any:
@@ -269,6 +277,22 @@ class _TimedVenue:
         return getattr(self._venue, name)
 
 
+def _timed_block(make_cm: Any, rec: Recorder, sink: list[int]) -> Any:
+    """A context-manager factory whose blocks are timed, enter to exit."""
+
+    @contextlib.contextmanager
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        t = time.perf_counter_ns()
+        try:
+            with make_cm(*args, **kwargs) as value:
+                yield value
+        finally:
+            if rec.record:
+                sink.append(time.perf_counter_ns() - t)
+
+    return wrapper
+
+
 def _timed(fn: Any, rec: Recorder, sink: list[int]) -> Any:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         t = time.perf_counter_ns()
@@ -279,6 +303,9 @@ def _timed(fn: Any, rec: Recorder, sink: list[int]) -> Any:
                 sink.append(time.perf_counter_ns() - t)
 
     return wrapper
+
+
+SETTINGS_OVERRIDES: dict[str, Any] = {}  # from the command line (--whale-window-minutes ...)
 
 
 def make_settings(markets: int, data_dir: Path) -> Any:
@@ -297,6 +324,7 @@ def make_settings(markets: int, data_dir: Path) -> Any:
             "max_cost_per_market_cents": 10_000_000,
             "max_cost_per_event_cents": 10_000_000,
             "cleanup_on_startup": False,
+            **SETTINGS_OVERRIDES,
         },
     )
 
@@ -767,9 +795,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             pts = m.pop("rss")
             # The whale queue keeps every trade id of its window (5 min): memory rises for one window, then
             # plateaus. Only a run longer than window + 1 min measures the steady state.
-            window_s = 60.0 * make_settings(1, root).whale_window_minutes
-            steady_run = args.mem_seconds >= window_s + 120
-            warm = window_s + 60 if steady_run else args.mem_seconds / 2
+            settings = make_settings(1, root)
+            fill_s = 60.0 * settings.whale_window_minutes + settings.whale_max_age_seconds
+            steady_run = args.mem_seconds >= fill_s + 120
+            warm = fill_s + 60 if steady_run else args.mem_seconds / 2
             steady = [p for p in pts if p[0] >= warm]
             m.update({
                 "markets": len(mem_markets),
@@ -832,7 +861,7 @@ def print_table(r: dict[str, Any]) -> None:
              f"{m['rss_start_mib']} / {m['rss_after_warmup_mib']} / {m['rss_end_mib']}"),
             ("  growth after warm-up, MiB/min (target < 1)",
              f"{m['growth_mib_per_min']}" + ("" if m["steady_state"] else
-                                              " (short run: inside the 5-min whale window fill-up; use --soak)")),
+                                              " (short run: inside the whale window's fill-up; use --soak)")),
         ]
     width = max(len(k) for k, _ in rows)
     print("pipeline benchmark (stream: bench/_harness.py replay server; orders: local exchange)")
@@ -873,7 +902,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-blast", action="store_true")
     p.add_argument("--skip-latency", action="store_true")
     p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--whale-window-minutes", type=int, default=None, help="the whale queue's window (default 5)")
+    p.add_argument("--whale-max-age-seconds", type=int, default=None, help="whale max age (default 120)")
     args = p.parse_args(argv)
+    if args.whale_window_minutes is not None:
+        SETTINGS_OVERRIDES["whale_window_minutes"] = args.whale_window_minutes
+    if args.whale_max_age_seconds is not None:
+        SETTINGS_OVERRIDES["whale_max_age_seconds"] = args.whale_max_age_seconds
     if args.quick:
         args.blast_frames, args.paced_seconds, args.mem_seconds, args.mem_markets = 30_000, 3.0, 6.0, 100
     if args.soak:

@@ -646,3 +646,100 @@ def test_whale_whose_view_never_comes_is_decided_after_the_wait(rig):
     rig.tick(2.5)
     wait_for(lambda: rig.decisions(), message="a decision after the wait")
     assert [d.action for d in rig.decisions()] == ["skipped_book_stale"]
+
+
+def _count_commits(monkeypatch):
+    """Count the journal's real commits (each is one fsync)."""
+    commits = []
+    real = Journal._commit
+
+    def counting(self, what):
+        if self._conn.in_transaction:
+            commits.append(what)
+        return real(self, what)
+
+    monkeypatch.setattr(Journal, "_commit", counting)
+    return commits
+
+
+def _journal_rows(j):
+    union = " UNION ALL ".join(f"SELECT seq, '{t}', body FROM {t}" for t in ("whales_seen", "decisions", "order_intents",
+                                                                          "order_outcomes"))
+    return [(table, json.loads(body)) for _, table, body in j._query(f"SELECT * FROM ({union}) ORDER BY 1")]
+
+
+def test_sighting_decision_and_intent_of_a_follow_are_one_commit(rig, monkeypatch):
+    commits = _count_commits(monkeypatch)
+    rig.start()
+    w = whale("EVT-A", "yes", 5500, 300, rig.clock.wall_ms())
+    open_market(rig, w)  # the book is there before the whale: decided at once
+    wait_for(lambda: rig.rec.got("broadcaster", OrderAccepted), message="OrderAccepted")
+    rig.sync()
+    assert commits == ["order_intents", "order_outcomes"]  # was one commit per record: four
+    with rig.journal() as j:
+        rows = _journal_rows(j)
+    assert [t for t, _ in rows] == ["whales_seen", "decisions", "order_intents", "order_outcomes"]
+
+
+def test_a_whale_waiting_for_its_book_is_journaled_with_its_decision(rig, monkeypatch):
+    commits = _count_commits(monkeypatch)
+    rig.start()
+    rig.tell(TradingGateChanged(open=True, reason="test"), AccountViewUpdated(view=account()))
+    w = whale("EVT-NEW", "yes", 5500, 300, rig.clock.wall_ms())
+    rig.tell(queue_update(w))
+    rig.sync()
+    assert commits == []  # seen, but nothing to decide yet: the sighting waits for the decision
+    rig.tell(BookViewsUpdated(views=(book("EVT-NEW", no=((3000, 100 * COUNT_ONE),)),)))  # chased: final, no order
+    wait_for(lambda: rig.decisions(), message="decision")
+    rig.sync()
+    assert commits == ["batch"]
+    with rig.journal() as j:
+        assert [t for t, _ in _journal_rows(j)] == ["whales_seen", "decisions"]
+
+
+def test_a_sighting_still_waiting_at_stop_is_journaled(rig):
+    rig.start()
+    w = whale("EVT-NEW", "yes", 5500, 300, rig.clock.wall_ms())
+    rig.tell(queue_update(w))
+    rig.sync()
+    with rig.journal() as j:
+        assert [(t, b["whale_id"]) for t, b in _journal_rows(j)] == [("whales_seen", w.whale_id)]
+
+
+def test_evaluated_whales_are_remembered_for_window_plus_max_age_only(rig):
+    rig.start()
+    w = whale("EVT-A", "yes", 5500, 300, rig.clock.wall_ms() - 1000)
+    open_market(rig, w, books=[book("EVT-A", no=((3000, 100 * COUNT_ONE),))])  # chased: final
+    wait_for(lambda: rig.decisions(), message="decision")
+    assert rig.sync()["evaluated_remembered"] == 1
+    rig.tell(queue_update(w))
+    rig.tick(5 * 60 + 120 - 2)  # the tracker's 5-minute window + the 120 s max age, not yet past
+    stats = rig.sync()
+    assert stats["evaluated_remembered"] == 1 and len(rig.decisions()) == 1
+    rig.tell(queue_update())
+    rig.tick(2)
+    assert rig.sync()["evaluated_remembered"] == 0
+    with rig.journal() as j:
+        assert w.whale_id in j.load().evaluated_whale_ids  # the journal keeps everything
+
+
+def test_a_restart_remembers_only_recent_evaluated_whales(tmp_path):
+    from messages.whale import Decision
+
+    rig = Rig(tmp_path)
+    now = rig.clock.wall_ms()
+    old = whale("EVT-OLD", "yes", 5500, 300, now - 3_600_000)
+    recent = whale("EVT-NEW", "yes", 5500, 300, now - 60_000)
+    with Journal(tmp_path) as j:
+        for w in (old, recent):
+            j.record_decision(Decision(action="skipped_chased", reason="x", whale_id=w.whale_id, market=w.market,
+                                       final=True, outcome="yes", trade_ids=w.trade_ids, whale_ts_ms=w.ts_ms))
+    try:
+        rig.start()
+        assert rig.sync()["evaluated_remembered"] == 1
+        open_market(rig, recent)
+        rig.tick(0.1)
+        rig.sync()
+        assert rig.decisions() == [] and rig.venue.place_count() == 0  # decided before the restart
+    finally:
+        rig.close()

@@ -324,7 +324,8 @@ def _start(tmp_path: Path, *args: str, **env: str) -> subprocess.Popen:
 
 @pytest.mark.slow
 def test_local_mode_runs_follows_a_whale_and_stops_cleanly(tmp_path):
-    proc = _start(tmp_path, "--run-for", "20")
+    # $20 whales (default $100): the synthetic flow then shows several within the run, not by chance.
+    proc = _start(tmp_path, "--run-for", "20", WHALE_MIN_SIZE_CENTS="2000")
     try:
         out, err = proc.communicate(timeout=75)
     finally:

@@ -254,12 +254,16 @@ def test_torn_tail_loses_only_the_unfinished_transaction(tmp_path):
     assert view.known_orders  # the accepted order before the torn write survived
 
 
+def _fill_the_disk(j: Journal) -> None:
+    pages = j._conn.execute("PRAGMA page_count").fetchone()[0]
+    j._conn.execute(f"PRAGMA max_page_count = {pages}")  # the disk is now full
+
+
 def test_write_failure_raises_and_stops_the_journal(tmp_path):
     j = Journal(tmp_path)
     try:
         follow(j, whale())
-        pages = j._conn.execute("PRAGMA page_count").fetchone()[0]
-        j._conn.execute(f"PRAGMA max_page_count = {pages}")  # the disk is now full
+        _fill_the_disk(j)
         with pytest.raises(JournalError, match="write failed"):
             j.record_fill("f-big", {"pad": "x" * 20_000})
         assert j.failed
@@ -296,3 +300,100 @@ def test_read_only_dir_raises(tmp_path):
             Journal(ro)
     finally:
         ro.chmod(0o700)
+
+
+# --- batches: one transaction per evaluation ------------------------------------------------
+
+
+def _committed(tmp_path, table):
+    """What an independent reader (another connection) sees: only committed records."""
+    other = sqlite3.connect(tmp_path / JOURNAL_FILE)
+    try:
+        return [r[0] for r in other.execute(f"SELECT seq FROM {table} ORDER BY seq")]
+    finally:
+        other.close()
+
+
+def test_a_batch_is_one_transaction_committed_at_its_end(tmp_path):
+    w1, w2 = whale("a"), whale("b", market="KXB-26-T1")
+    with Journal(tmp_path) as j:
+        with j.batch():
+            assert j.record_whale_seen(w1, T0) == 1
+            j.record_whale_seen(w2, T0)
+            j.record_decision(decision(w1, "skipped_age"))
+            assert _committed(tmp_path, "whales_seen") == []  # nothing durable before the end
+        assert _committed(tmp_path, "whales_seen") == [1, 2] and _committed(tmp_path, "decisions") == [3]
+        assert j.load().last_seq == 3 and w1.whale_id in j.load().evaluated_whale_ids
+
+
+def test_an_error_in_a_batch_rolls_it_back_and_the_journal_goes_on(tmp_path):
+    w = whale()
+    with Journal(tmp_path) as j:
+        j.record_fill("f-0", {})
+        with pytest.raises(RuntimeError), j.batch():
+            j.record_whale_seen(w, T0)
+            j.record_decision(decision(w, "skipped_age"))
+            raise RuntimeError("the caller failed mid-evaluation")
+        assert j.failed is None and j.load().last_seq == 1
+        with j.batch():
+            assert j.record_whale_seen(w, T0) == 2  # no gap: the rolled-back seqs are reused
+        assert j.load().last_seq == 2
+
+
+def test_record_intent_in_a_batch_is_durable_when_it_returns(tmp_path):
+    w = whale()
+    p = plan_for(w)
+    with Journal(tmp_path) as j:
+        with pytest.raises(RuntimeError), j.batch():
+            j.record_whale_seen(w, T0)
+            j.record_decision(decision(w, plan=p))
+            j.record_intent(p, T0 + 2)
+            # The order may be sent now: seen, decision and intent are on disk.
+            assert (_committed(tmp_path, "whales_seen"), _committed(tmp_path, "decisions"),
+                    _committed(tmp_path, "order_intents")) == ([1], [2], [3])
+            j.record_fill("f-1", {})
+            raise RuntimeError("crash after the send")
+        view = j.load()
+        assert view.last_seq == 3 and [x.client_order_id for x in view.pending_intents] == [p.client_order_id]
+
+
+def test_a_uniqueness_refusal_inside_a_batch_keeps_the_batch(tmp_path):
+    w = whale()
+    with Journal(tmp_path) as j:
+        j.record_fill("f-1", {})
+        with j.batch():
+            j.record_whale_seen(w, T0)
+            assert not j.record_fill("f-1", {})  # a duplicate fill: refused, nothing else undone
+            j.record_decision(decision(w, "skipped_age"))
+        assert j.load().last_seq == 3 and _committed(tmp_path, "decisions") == [3]
+
+
+def test_a_write_failure_in_a_batch_fails_the_journal(tmp_path):
+    j = Journal(tmp_path)
+    try:
+        follow(j, whale())
+        _fill_the_disk(j)
+        with pytest.raises(JournalError, match="write failed"), j.batch():
+            j.record_fill("f-big", {"pad": "x" * 20_000})
+        assert j.failed
+        with pytest.raises(JournalError), j.batch():
+            pass
+    finally:
+        j.close()
+
+
+def test_the_recovery_view_lists_evaluated_whales_with_their_times(tmp_path):
+    w1, w2 = whale("a", ts=T0), whale("b", market="KXB-26-T1", ts=T0 + 7)
+    with Journal(tmp_path) as j:
+        follow(j, w1)
+        j.record_decision(decision(w2, "rate_limited", final=False))
+        j.record_decision(decision(w2, "skipped_age"))
+        lone = OrderPlan(client_order_id="tv3-lone", whale_id="w-lone", market="KXC-1-A", outcome="yes", side="bid",
+                         price=5000, count=COUNT_ONE)
+        j.record_intent(lone, T0 + 99)  # an intent without its decision (an older journal): its own time
+        view = j.load()
+    assert [(e.whale_id, e.trade_ids, e.sweep, e.ts_ms) for e in view.evaluated] == [
+        (w1.whale_id, ("a",), (w1.market, "yes", T0), T0),
+        (w2.whale_id, ("b",), (w2.market, "yes", T0 + 7), T0 + 7),
+        ("w-lone", (), None, T0 + 99),
+    ]

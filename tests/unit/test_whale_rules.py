@@ -570,3 +570,132 @@ def test_follow_at_most_once_with_duplicates_reordering_and_restarts(tmp_path_fa
     bound = CAPACITY + math.ceil(60 / REFILL_S)
     for i, start in enumerate(times):
         assert sum(1 for t in times[i:] if t < start + 60_000) <= bound, "rate above the bucket"
+
+
+# --- what a trade costs the queue -----------------------------------------------------------
+
+
+def test_small_prints_build_no_whale_and_a_qualifying_sweep_builds_one(monkeypatch):
+    import actors.whale_rules as rules
+
+    built = []
+    real = rules.Whale
+
+    def counting(**kwargs):
+        built.append(kwargs["whale_id"])
+        return real(**kwargs)
+
+    monkeypatch.setattr(rules, "Whale", counting)
+    q = WhaleQueue()
+    for i in range(200):
+        assert q.add(trade(f"s{i}", contracts=5, ts=T0 + i), T0)[0] == "below_threshold"
+    assert built == []
+    outcome, w = q.add(trade("big", contracts=150, ts=T0 + 500), T0)
+    assert outcome == "new" and built == [w.whale_id]
+    q.snapshot()
+    q.snapshot()
+    assert q.add(trade("big", contracts=150, ts=T0 + 500), T0) == ("duplicate", w)
+    assert len(built) == 1  # kept until the sweep grows
+    outcome, grown = q.add(trade("big2", contracts=10, price=5100, ts=T0 + 500), T0)
+    assert outcome == "grown" and len(built) == 2 and q.snapshot() == (grown,)
+
+
+def test_a_small_sweep_is_dropped_once_its_lane_moves_on_but_its_ids_still_dedupe():
+    q = WhaleQueue()
+    assert q.add(trade("a1", contracts=40, ts=T0), T0)[0] == "below_threshold"
+    assert q.add(trade("a2", contracts=40, ts=T0), T0)[0] == "below_threshold"  # same sweep: one group
+    assert q.tracked_sweeps == 1
+    # Another market or side does not end it; another ts_ms in its market and side does.
+    q.add(trade("o1", contracts=10, ts=T0 + 1, market="KXB-26-T1"), T0)
+    q.add(trade("o2", contracts=10, ts=T0 + 1, side="no"), T0)
+    assert q.tracked_sweeps == 3
+    assert q.add(trade("a3", contracts=40, ts=T0), T0)[0] == "new"  # 120 contracts: the sweep qualified
+    assert q.snapshot()[0].trade_ids == ("a1", "a2", "a3")
+    assert q.add(trade("b1", contracts=40, ts=T0 + 2), T0)[0] == "below_threshold"
+    assert q.add(trade("b2", contracts=40, ts=T0 + 3), T0)[0] == "below_threshold"  # b1's sweep is over
+    assert q.tracked_sweeps == 4  # a (queued), o1, o2 (latest of their lanes), b2
+    assert q.tracked_trades == 7
+    assert q.add(trade("b1", contracts=40, ts=T0 + 2), T0) == ("duplicate", None)
+    assert q.stats().duplicates == 1
+
+
+def test_dedupe_follows_each_trades_own_time_not_when_prune_runs():
+    q = WhaleQueue(window_minutes=5)
+    q.add(trade("s", contracts=10), T0)
+    later = T0 + 5 * 60_000 + 1  # s is outside the window; prune() has not run
+    assert q.add(trade("s", contracts=10), later)[0] == "stale"
+    assert q.stats().duplicates == 0
+    assert q.add(trade("s", contracts=10, ts=later), later)[0] == "below_threshold"  # a fresh print, same id
+
+
+def test_prune_forgets_every_trade_id_and_sweep_of_the_window():
+    q = WhaleQueue(window_minutes=1)
+    for i in range(50):
+        q.add(trade(f"t{i}", contracts=10 if i % 5 else 150, ts=T0 + i * 1000, market=MARKETS[i % 3]), T0 + i * 1000)
+    assert q.tracked_trades == 50 and len(q) == 10
+    assert q.prune(T0 + 45_000 + 60_000) == 9  # the last whale (ts T0 + 45 s) is exactly at the edge
+    assert [w.trade_ids for w in q.snapshot()] == [("t45",)]
+    assert q.tracked_trades == 5  # t45 .. t49
+    q.prune(T0 + 200_000)
+    assert (q.tracked_trades, q.tracked_sweeps, len(q)) == (0, 0, 0)
+
+
+# --- read-only views and the executor's bounded memory ----------------------------------------
+
+
+def test_set_view_layers_without_copying_or_changing_the_base():
+    from actors.whale_rules import SetView
+
+    base = {"a", "b"}
+    view = SetView(base)
+    more = view | {"c"}
+    assert "c" in more and "c" not in view and base == {"a", "b"}
+    base.add("d")  # a view, not a copy: the owner's later additions show
+    assert "d" in view and "d" in more
+    assert sorted(more) == ["a", "b", "c", "d"] and len(more) == 4
+    assert more.isdisjoint(("x", "y")) and not more.isdisjoint(iter(["y", "c"]))
+    assert not hasattr(view, "add") and not hasattr(view, "discard")
+    assert frozenset({"z"}) | view == {"a", "b", "d", "z"}
+    assert (view & {"a", "q"}) == frozenset({"a"})
+
+
+def test_context_takes_live_sets_as_read_only_views():
+    ids = {"w-1"}
+    ctx = Context(gate_open=True, evaluated_whale_ids=ids)
+    assert "w-1" in ctx.evaluated_whale_ids and not hasattr(ctx.evaluated_whale_ids, "add")
+    whale, base = followable()
+    ctx = replace(base, evaluated_trade_ids=ids)
+    ids.add("t1")
+    assert decide(whale, ctx, T0) is None
+
+
+def test_process_queue_does_not_change_the_callers_sets():
+    q = WhaleQueue()
+    q.add(trade("a", contracts=300), T0)
+    q.add(trade("b", contracts=200, market="KXB-26-T1"), T0)
+    whale_ids, trade_ids, sweeps = set(), set(), set()
+    books = {m: book(m, no=((4900, 1000 * C),)) for m in ("KXA-26-T1", "KXB-26-T1")}
+    ctx = Context(gate_open=True, rules=RULES, books=books, evaluated_whale_ids=whale_ids,
+                  evaluated_trade_ids=trade_ids, evaluated_sweeps=sweeps)
+    decisions, after = process_queue(q.snapshot(), ctx, T0, TokenBucket(5, 20), 0)
+    assert [d.action for d in decisions] == [FOLLOW, FOLLOW]
+    assert whale_ids == trade_ids == sweeps == set()
+    assert {"a", "b"} <= set(after.evaluated_trade_ids)
+    assert process_queue(q.snapshot(), after, T0, TokenBucket(5, 20), 0)[0] == ()
+
+
+def test_evaluated_whales_are_forgotten_after_the_retention():
+    from actors.whale_rules import EvaluatedWhales
+
+    ev = EvaluatedWhales(retention_ms=1000)
+    ev.add("w-1", ("t1", "t2"), ("KXA-26-T1", "yes", T0), T0)
+    ev.add("w-2", ("t3",), ("KXA-26-T1", "yes", T0 + 500), T0 + 500)
+    assert "w-1" in ev.whale_ids and not ev.trade_ids.isdisjoint(("t2",)) and ("KXA-26-T1", "yes", T0) in ev.sweeps
+    assert ev.prune(T0 + 1000) == 0  # exactly at the edge: kept
+    assert ev.prune(T0 + 1001) == 1
+    assert "w-1" not in ev.whale_ids and ev.trade_ids.isdisjoint(("t1", "t2")) and len(ev) == 1
+    ev.add("w-2", ("t3",), None, T0 + 5000)  # evaluated again, later: the later time counts
+    assert ev.prune(T0 + 1501) == 0 and "w-2" in ev.whale_ids and "t3" in ev.trade_ids
+    assert ev.prune(T0 + 6001) == 1 and len(ev) == 0 and len(ev.trade_ids) == 0 and len(ev.sweeps) == 0
+    with pytest.raises(ValueError):
+        EvaluatedWhales(0)
