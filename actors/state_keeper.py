@@ -15,7 +15,9 @@ What it does:
 - REST sync (the seed's KalshiDataSync): on start, every ``settings.cycle_seconds``, on ``SyncAccount``,
   after a private-feed ``SequenceGap`` and ~1 s after our fills (the seed's post-execution sync: balance
   has no stream). A worker thread owned by this actor reads balance, positions and resting orders (all
-  pages, capped) and tells ``SyncFinished``; REST replaces the streamed state.
+  pages, capped) and tells ``SyncFinished``; REST replaces the streamed state. It also reads our fills
+  since a cursor (fills made while we were down or during a WS gap); they go through the stream's dedup.
+- Every new fill (stream or REST) is told to the executor, which journals it once (``record_fill``).
   A sync started after a ``SyncAccount`` answers ``DataSynced`` to the supervisor. No credentials → no
   sync; paper execution → the in-process paper account is the truth, so ``SyncAccount`` is answered at once.
 - Versioned state: ``version`` grows by one per message that really changed something; ``StateChanged``
@@ -57,7 +59,7 @@ from messages.whale import (
 )
 
 from ._util import NS_PER_MS, BoundedIdSet, WorkerThread, config_int, config_seconds_ns
-from .base import SupervisedActor, handles
+from .base import SupervisedActor, error_text, handles
 from .context import SystemContext
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,8 @@ log = logging.getLogger(__name__)
 RESTING_STATUSES = frozenset({"resting", "pending"})
 # Private channels: a sequence gap there means streamed fills/positions may be missing → REST sync.
 PRIVATE_FEEDS = frozenset({"position_listener"})
+# New fills kept for the executor while it is not reachable (beyond this they are counted and logged as lost).
+UNDELIVERED_FILLS_MAX = 10_000
 
 
 
@@ -107,11 +111,49 @@ def order_from_rest(o: Any) -> OrderUpdated:
     return order_updated(o, ts_ms=o.last_update_time_ms or o.created_time_ms or 0, source="rest")
 
 
-def read_account(rest: Any, at_ms: int, max_items: int = 10_000) -> AccountSynced:
-    """One REST reconciliation: balance, every non-zero position, every resting order (all pages).
+def fill_from_rest(f: Any) -> FillReceived:
+    """``kalshi.wire.bodies.Fill`` → ``FillReceived``. The id is the ``trade_id`` (as on the WS ``fill`` channel)
+    so one fill seen on both has one id; REST fills carry no client_order_id (since 2026-03-30) or post_position."""
+    return FillReceived(
+        fill_id=f.trade_id,
+        order_id=f.order_id,
+        client_order_id=f.client_order_id,
+        market_ticker=f.ticker,
+        is_taker=f.is_taker,
+        outcome_side=f.outcome_side,
+        book_side=f.book_side,
+        yes_price=f.yes_price,
+        count=f.count,
+        fee=f.fee_cost,
+        post_position=None,
+        ts_ms=f.ts_ms or f.created_time_ms or 0,
+        source="rest",
+    )
+
+
+def read_fills(rest: Any, min_ts_ms: int, max_items: int) -> tuple[tuple[FillReceived, ...], str | None]:
+    """Our fills since ``min_ts_ms`` (all pages, the client's page cap) → (fills, error or None).
+
+    An error (a bad page, the page cap, more than ``max_items``) keeps the fills read so far — they are real —
+    and is reported instead of raised: fills must not stop balance, positions and orders from syncing."""
+    fills: list[FillReceived] = []
+    try:
+        for f in rest.iter_fills(min_ts=max(0, min_ts_ms // 1000)):  # Kalshi's min_ts is in seconds
+            fills.append(fill_from_rest(f))
+            if len(fills) > max_items:
+                return tuple(fills), f"more than {max_items} fills; read stopped"
+    except Exception as exc:  # noqa: BLE001 — any failure is reported with the sync, never raised
+        return tuple(fills), error_text(exc)
+    return tuple(fills), None
+
+
+def read_account(rest: Any, at_ms: int, max_items: int = 10_000, fills_min_ms: int | None = None) -> AccountSynced:
+    """One REST reconciliation: balance, every non-zero position, every resting order (all pages), and
+    (``fills_min_ms`` given) our fills since then.
 
     More than ``max_items`` positions or orders is refused (ValueError) rather than silently truncated:
-    a partial read must not replace the streamed state.
+    a partial read must not replace the streamed state. Fills only add (deduplicated), so a failed fill read
+    is carried in ``fills_error`` and the rest of the sync still applies.
     """
     balance = rest.get_balance()
     positions: list[PositionChanged] = []
@@ -126,12 +168,19 @@ def read_account(rest: Any, at_ms: int, max_items: int = 10_000) -> AccountSynce
             orders.append(order_from_rest(o))
             if len(orders) > max_items:
                 raise ValueError(f"more than {max_items} resting orders; refusing a partial sync")
+    fills: tuple[FillReceived, ...] = ()
+    fills_error: str | None = None
+    if fills_min_ms is not None:
+        fills, fills_error = read_fills(rest, fills_min_ms, max_items)
     return AccountSynced(
         balance=balance.balance,
         portfolio_value=balance.portfolio_value or 0,
         positions=tuple(positions),
         orders=tuple(orders),
         at_ms=at_ms,
+        fills=fills,
+        fills_read=fills_min_ms is not None and fills_error is None,
+        fills_error=fills_error,
     )
 
 
@@ -155,9 +204,9 @@ class SyncWorker:
     def start(self) -> None:
         self._thread.start()
 
-    def request(self, sync_id: int) -> None:
+    def request(self, sync_id: int, fills_min_ms: int | None = None) -> None:
         self._thread.submit(
-            lambda rest: read_account(rest, self._wall_ms(), self._max_items),
+            lambda rest: read_account(rest, self._wall_ms(), self._max_items, fills_min_ms),
             lambda result, error: SyncFinished(sync_id=sync_id, result=result, error=error or None),
         )
 
@@ -171,7 +220,9 @@ class StateKeeper(SupervisedActor):
     whale_executor), ``broadcaster`` (default broadcaster), ``min_emit_interval_ms`` (100),
     ``snapshot_retry_s`` (5), ``fill_id_memory`` (100_000), ``sync`` (None = when credentials are set,
     True, False), ``sync_interval_s`` (settings.cycle_seconds), ``owed_sync_retry_s`` (2),
-    ``post_fill_sync_s`` (1: a sync this long after our first fill or filled order)."""
+    ``post_fill_sync_s`` (1: a sync this long after our first fill or filled order), ``fills_lookback_s``
+    (86_400: how far back the first fill read of a run goes), ``fills_overlap_s`` (300: each later fill read
+    starts this long before the last complete one did, for fills REST shows late)."""
 
     def setup(self) -> None:
         cfg = self.config
@@ -205,6 +256,12 @@ class StateKeeper(SupervisedActor):
         self.orders: dict[str, OrderUpdated] = {}
         self.inflight: dict[str, str] = {}  # client_order_id → submitted | unknown
         self.fill_ids: BoundedIdSet[str] = BoundedIdSet(config_int(cfg, "fill_id_memory", 100_000))
+        # REST fill cursor: wall ms the last complete fill read started (None: none yet this run). Stream fills do
+        # not move it: a stream fill after a WS gap must not hide the fills lost in the gap.
+        self.fills_read_ms: int | None = None
+        self.fills_undelivered: list[FillReceived] = []  # new fills the executor could not be told yet
+        self.fills_lookback_ms = config_seconds_ns(cfg, "fills_lookback_s", 86_400) // NS_PER_MS
+        self.fills_overlap_ms = config_seconds_ns(cfg, "fills_overlap_s", 300, allow_zero=True) // NS_PER_MS
         self.unsynced_fill_markets: set[str] = set()
         self.fills_since_sync_start: set[str] = set()
         self.synced_at_ms = 0
@@ -227,6 +284,10 @@ class StateKeeper(SupervisedActor):
         self.ignored_messages = 0
         self.duplicate_fills = 0
         self.fills = 0
+        self.rest_fills = 0  # new fills that only REST gave us (missed by the stream)
+        self.fill_read_errors = 0
+        self.fills_lost = 0  # new fills dropped because the executor stayed unreachable (never expected)
+        self.last_fill_read_error: str | None = None
         self.state_changed_sent = 0
         self.syncs_started = 0
         self.syncs_ok = 0
@@ -286,6 +347,10 @@ class StateKeeper(SupervisedActor):
             self._emit_state_changed()
         if self.snapshot_requested:
             self._retry_snapshot_requests()
+        if self.fills_undelivered:
+            waiting, self.fills_undelivered = self.fills_undelivered, []
+            for fill in waiting:
+                self._tell_fill(fill)
         if self.sync_enabled and self.sync_inflight is None:
             if self.next_sync_ns is None:
                 self.next_sync_ns = self.now_ns + self.sync_interval_ns
@@ -453,12 +518,33 @@ class StateKeeper(SupervisedActor):
             self.positions[ticker] = message
         self._account_changed("positions")
 
+    def _new_fill(self, fill: FillReceived) -> bool:
+        """The one fill-id dedup for every source. A new fill goes to the executor, which journals it — except
+        paper fills: the executor journaled them before telling us."""
+        if not self.fill_ids.add(fill.fill_id):
+            self.duplicate_fills += 1
+            return False
+        self.fills += 1
+        if fill.source != "paper":
+            self._tell_fill(fill)
+        return True
+
+    def _tell_fill(self, fill: FillReceived) -> None:
+        """Fills must reach the journal: one the executor cannot take now (not started yet — we start first and
+        sync at once — or restarting) waits here and is told again on the next Tick."""
+        if self.peers.tell(self.executor_name, fill):
+            return
+        if len(self.fills_undelivered) < UNDELIVERED_FILLS_MAX:
+            self.fills_undelivered.append(fill)
+        else:
+            self.fills_lost += 1
+            log.error("%s: executor unreachable and %d fills waiting: fill %s not journaled", self.name,
+                      UNDELIVERED_FILLS_MAX, fill.fill_id)
+
     @handles(FillReceived)
     def on_fill(self, message: FillReceived) -> None:
-        if not self.fill_ids.add(message.fill_id):
-            self.duplicate_fills += 1
+        if not self._new_fill(message):
             return
-        self.fills += 1
         self.fills_since_sync_start.add(message.market_ticker)
         self.unsynced_fill_markets.add(message.market_ticker)
         self._sync_soon()
@@ -556,7 +642,11 @@ class StateKeeper(SupervisedActor):
         self.next_sync_ns = self.now_ns + self.sync_interval_ns if self.now_ns else None
         self.fills_since_sync_start = set()
         self.syncs_started += 1
-        self.worker.request(self.sync_id)
+        if self.fills_read_ms is None:
+            fills_min_ms = self._wall_ms() - self.fills_lookback_ms
+        else:
+            fills_min_ms = self.fills_read_ms - self.fills_overlap_ms
+        self.worker.request(self.sync_id, fills_min_ms)
 
     @handles(SyncFinished)
     def on_sync_finished(self, message: SyncFinished) -> None:
@@ -591,7 +681,19 @@ class StateKeeper(SupervisedActor):
         self._apply_sync(message)
 
     def _apply_sync(self, result: AccountSynced) -> None:
-        """REST wins: replace balance, positions and resting orders (never merge)."""
+        """REST wins: replace balance, positions and resting orders (never merge). Fills only add: each new one
+        (the stream missed it) goes through the same dedup as stream fills; positions already include it."""
+        for fill in result.fills:
+            if self._new_fill(fill):
+                self.rest_fills += 1
+        if result.fills_error is not None:
+            self.fill_read_errors += 1
+            self.last_fill_read_error = result.fills_error
+            log.warning("%s: REST fill read failed (%d fills kept, retried next sync): %s", self.name,
+                        len(result.fills), result.fills_error)
+        elif result.fills_read:
+            self.last_fill_read_error = None
+            self.fills_read_ms = max(self.fills_read_ms or 0, result.at_ms)
         positions = {p.market_ticker: p for p in result.positions if p.position}
         orders = {o.order_id: o for o in result.orders if o.status in RESTING_STATUSES}
         what = set()
@@ -664,6 +766,11 @@ class StateKeeper(SupervisedActor):
             trades_seen=self.trades_seen,
             fills=self.fills,
             duplicate_fills=self.duplicate_fills,
+            rest_fills=self.rest_fills,
+            fill_read_errors=self.fill_read_errors,
+            fills_undelivered=len(self.fills_undelivered),
+            fills_lost=self.fills_lost,
+            last_fill_read_error=self.last_fill_read_error,
             positions=len(self.positions),
             resting_orders=len(self.orders),
             inflight_orders=dict(self.inflight),

@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Callable, Iterable
 
+from messages.account import FillReceived
 from messages.control import (
     DataSynced,
     ExecutionFinished,
@@ -323,6 +324,24 @@ class WhaleExecutor(SupervisedActor):
     @handles(AccountViewUpdated)
     def on_account(self, msg: AccountViewUpdated) -> None:
         self.account = msg.view
+
+    @handles(FillReceived)
+    def on_fill(self, msg: FillReceived) -> None:
+        """A new fill of ours (exchange stream or REST sync, deduplicated by the state keeper): journaled once.
+        With the journal down it is counted; the next run's REST fill read (a day back) journals it."""
+        if not self._journal_fill(msg):
+            self._count("fills_not_journaled")
+
+    def _journal_fill(self, fill: FillReceived) -> bool:
+        """Journal one fill (a fill id already journaled is a no-op); False when the journal is down."""
+        body = {"order_id": fill.order_id, "client_order_id": fill.client_order_id, "market": fill.market_ticker,
+                "outcome": fill.outcome_side, "yes_price": fill.yes_price, "count": fill.count, "fee": fill.fee,
+                "ts_ms": fill.ts_ms, "source": fill.source}
+        added: list[bool] = []
+        if not self._journal_write(lambda j: added.append(j.record_fill(fill.fill_id, body))):
+            return False
+        self._count("fills_journaled" if added[0] else "fills_already_journaled")
+        return True
 
     @handles(BookViewsUpdated)
     def on_books(self, msg: BookViewsUpdated) -> None:
@@ -835,10 +854,7 @@ class WhaleExecutor(SupervisedActor):
     def _paper_fills(self, outcome: PlaceOutcome) -> None:
         """Paper execution: our fills exist only here — journal them and give them to the state keeper."""
         for fill in outcome.fills:
-            body = {"order_id": fill.order_id, "client_order_id": fill.client_order_id, "market": fill.market_ticker,
-                    "outcome": fill.outcome_side, "yes_price": fill.yes_price, "count": fill.count, "fee": fill.fee,
-                    "ts_ms": fill.ts_ms, "source": fill.source}
-            if not self._journal_write(lambda j, f=fill, b=body: j.record_fill(f.fill_id, b)):
+            if not self._journal_fill(fill):
                 return
             self.peers.tell("state_keeper", fill)
         if outcome.position is not None:

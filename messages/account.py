@@ -71,10 +71,16 @@ class BalanceSynced(Message):
 
 @message
 class AccountSynced(Message):
-    """A full REST reconciliation: the exchange's truth at ``at_ms`` (replaces, never merges)."""
+    """A full REST reconciliation: the exchange's truth at ``at_ms`` (replaces, never merges).
+
+    ``fills``: our fills REST returned (added through the fill-id dedup, never replacing). ``fills_read``: the
+    fill read was asked for and complete; ``fills_error``: it failed (``fills`` then holds what was read)."""
 
     balance: int
     portfolio_value: int
     positions: tuple[PositionChanged, ...]
     orders: tuple[OrderUpdated, ...]
     at_ms: int
+    fills: tuple[FillReceived, ...] = ()
+    fills_read: bool = False
+    fills_error: str | None = None

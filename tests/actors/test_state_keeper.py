@@ -100,12 +100,19 @@ def order(order_id: str, status: str = "resting", ticker: str = "M1") -> OrderUp
     )
 
 
-def fill(fill_id: str, ticker: str = "M1") -> FillReceived:
+def fill(fill_id: str, ticker: str = "M1", source="ws") -> FillReceived:
     return FillReceived(
         fill_id=fill_id, order_id="o1", client_order_id=None, market_ticker=ticker, is_taker=True,
         outcome_side="yes", book_side="bid", yes_price=5000, count=100, fee=70, post_position=100, ts_ms=1,
-        source="ws",
+        source=source,
     )
+
+
+def rest_fill(trade_id: str, ticker: str = "M1", ts_ms: int | None = 1_767_225_000_000):
+    """A ``kalshi.wire.bodies.Fill``-shaped REST fill."""
+    return SimpleNamespace(fill_id=trade_id, trade_id=trade_id, order_id="o1", ticker=ticker, book_side="bid",
+                           outcome_side="yes", count=200, yes_price=5100, no_price=4900, is_taker=True,
+                           fee_cost=350, created_time_ms=1_767_225_000_123, ts_ms=ts_ms, client_order_id=None)
 
 
 # --- books ---------------------------------------------------------------------------------------
@@ -341,6 +348,9 @@ class FakeRest:
                                        book_side="bid", outcome_side="yes", yes_price=4500, fill_count=0,
                                        remaining_count=100, initial_count=100, order_group_id="g",
                                        last_update_time_ms=5, created_time_ms=4)]
+        self.fills: list[Any] = []
+        self.fills_fail_at: int | None = None  # index of the fill whose page fails
+        self.fill_reads: list[int] = []  # min_ts (seconds) of every fill read
         self.fail = 0
         self.calls = 0
         self.closed = False
@@ -364,6 +374,14 @@ class FakeRest:
         assert filters == {"status": "resting"}
         return iter(self.orders)
 
+    def iter_fills(self, **filters):
+        assert set(filters) == {"min_ts"}
+        self.fill_reads.append(filters["min_ts"])
+        for i, f in enumerate(self.fills):
+            if i == self.fills_fail_at:
+                raise ConnectionError("fills page 2 failed")
+            yield f
+
     def close(self):
         self.closed = True
 
@@ -376,6 +394,81 @@ def test_read_account_refuses_a_partial_read():
     ok = read_account(FakeRest(), 9)
     assert ok.balance == 500_000 and ok.portfolio_value == 0 and ok.at_ms == 9
     assert ok.positions[0].cost == 1500 and ok.orders[0].order_group_id == "g"
+
+
+def test_read_account_reads_fills_since_the_cursor_in_seconds():
+    rest = FakeRest()
+    rest.fills = [rest_fill("t2"), rest_fill("t1", ts_ms=None)]
+    assert read_account(rest, 9).fills == () and rest.fill_reads == []  # no cursor: no fill read
+    result = read_account(rest, 9, fills_min_ms=1_767_225_000_999)
+    assert rest.fill_reads == [1_767_225_000] and result.fills_read and result.fills_error is None
+    first, second = result.fills
+    assert first == FillReceived(fill_id="t2", order_id="o1", client_order_id=None, market_ticker="M1", is_taker=True,
+                                 outcome_side="yes", book_side="bid", yes_price=5100, count=200, fee=350,
+                                 post_position=None, ts_ms=1_767_225_000_000, source="rest")
+    assert second.ts_ms == 1_767_225_000_123  # no ts: the created time
+
+
+def test_a_failed_fill_page_keeps_what_was_read_and_the_rest_of_the_sync():
+    rest = FakeRest()
+    rest.fills = [rest_fill("t1"), rest_fill("t2"), rest_fill("t3")]
+    rest.fills_fail_at = 2
+    result = read_account(rest, 9, fills_min_ms=0)
+    assert [f.fill_id for f in result.fills] == ["t1", "t2"]
+    assert result.fills_read is False and result.fills_error.startswith("ConnectionError")
+    assert result.positions[0].position == 300 and result.orders[0].order_id == "o1"
+    capped = read_account(rest, 9, max_items=1, fills_min_ms=0)
+    assert len(capped.fills) == 2 and "more than 1 fills" in capped.fills_error
+
+
+def test_a_fill_seen_on_the_stream_and_again_over_rest_reaches_the_executor_once(keeper):
+    ex = keeper.rec["whale_executor"]
+    keeper.on_fill(fill("t1"))
+    keeper.sync_inflight, keeper.fills_since_sync_start = 7, set()
+    synced = AccountSynced(balance=1, portfolio_value=1, positions=(), orders=(), at_ms=1_767_225_600_000,
+                           fills=(fill("t1", source="rest"), fill("t2", "M2", source="rest")), fills_read=True)
+    keeper.on_sync_finished(SyncFinished(sync_id=7, result=synced))
+    assert [(f.fill_id, f.source) for f in ex.of(FillReceived)] == [("t1", "ws"), ("t2", "rest")]
+    assert keeper.fills == 2 and keeper.duplicate_fills == 1 and keeper.rest_fills == 1
+    # A REST fill is already in the REST positions: it does not make its market unsynced.
+    assert keeper.account_view().unsynced_fill_markets == frozenset()
+    keeper.on_fill(fill("t2"))  # the stream catching up late
+    assert len(ex.of(FillReceived)) == 2 and keeper.duplicate_fills == 2
+    # Paper fills were journaled by the executor before it told us: not echoed back.
+    keeper.on_fill(fill("p1", source="paper"))
+    assert len(ex.of(FillReceived)) == 2 and keeper.fills == 3
+
+
+def test_a_failed_fill_read_is_counted_and_positions_still_replace(keeper):
+    keeper.on_position(position("M2", 100))
+    keeper.sync_inflight = 7
+    synced = AccountSynced(balance=1, portfolio_value=1, positions=(position("M1", 700, 3500, "rest"),),
+                           orders=(order("o5"),), at_ms=5_000, fills=(fill("t1", source="rest"),),
+                           fills_error="ConnectionError: boom")
+    keeper.on_sync_finished(SyncFinished(sync_id=7, result=synced))
+    view = keeper.account_view()
+    assert [p.market_ticker for p in view.positions] == ["M1"] and [o.order_id for o in view.resting_orders] == ["o5"]
+    assert keeper.syncs_ok == 1 and keeper.fill_read_errors == 1
+    assert keeper.stats()["last_fill_read_error"] == "ConnectionError: boom"
+    assert [f.fill_id for f in keeper.rec["whale_executor"].of(FillReceived)] == ["t1"]  # what was read counts
+    assert keeper.fills_read_ms is None  # the cursor does not move past a fill read with a hole
+
+
+def test_a_fill_the_executor_cannot_take_yet_is_told_again_on_the_next_tick(tmp_path):
+    # The state keeper starts (and syncs) before the executor: its first fills may find no executor yet.
+    peers = PeerTable({"broadcaster": Recorder()})
+    sk = StateKeeper("state_keeper", 1, None, peers, {"context": make_context(tmp_path)})
+    sk.setup()
+    sk.on_fill(fill("t1"))
+    assert sk.stats()["fills_undelivered"] == 1
+    tick(sk, 0)
+    assert sk.stats()["fills_undelivered"] == 1  # still no executor: kept
+    ex = Recorder()
+    peers.set("whale_executor", ex)
+    tick(sk, 100)
+    assert [f.fill_id for f in ex.of(FillReceived)] == ["t1"] and sk.stats()["fills_undelivered"] == 0
+    tick(sk, 200)
+    assert len(ex.of(FillReceived)) == 1 and sk.fills_lost == 0
 
 
 @pytest.fixture
@@ -436,6 +529,24 @@ def test_a_request_during_a_running_sync_runs_another_one(live_keeper):
     k.rest.gate.set()
     wait_for(lambda: k.log.received("supervisor", DataSynced), message="DataSynced")
     assert _stats(k.ref)["syncs_started"] == 3
+
+
+def test_fill_reads_start_a_day_back_then_from_the_last_complete_read(live_keeper):
+    k = live_keeper
+    wall = 1_767_225_600_000  # make_context's wall clock
+    k.rest.fills = [rest_fill("t1")]
+    wait_for(lambda: k.log.received("whale_executor", FillReceived), message="REST fill told")
+    assert k.rest.fill_reads == [(wall - 86_400_000) // 1000]
+    k.rest.fills_fail_at = 0
+    k.ref.tell(SyncAccount(reason="KALSHI_DATA_SYNC"))
+    wait_for(lambda: k.log.received("supervisor", DataSynced), message="second sync")
+    assert _stats(k.ref)["fill_read_errors"] == 1
+    k.rest.fills_fail_at = None
+    k.ref.tell(SyncAccount(reason="KALSHI_DATA_SYNC"))
+    wait_for(lambda: len(k.log.received("supervisor", DataSynced)) == 2, message="third sync")
+    # The failed read did not move the cursor; the first (complete) one did: its start minus the 300 s overlap.
+    assert k.rest.fill_reads == [(wall - 86_400_000) // 1000, (wall - 300_000) // 1000, (wall - 300_000) // 1000]
+    assert [f.fill_id for f in k.log.received("whale_executor", FillReceived)] == ["t1"]  # once, over three reads
 
 
 def _stats(ref) -> dict[str, Any]:

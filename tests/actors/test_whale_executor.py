@@ -527,6 +527,44 @@ def test_duplicate_sightings_are_journaled(rig):
     assert [(r["event"], r["trade_id"]) for r in rows] == [("seen", ""), ("duplicate", w.trade_ids[0])]
 
 
+def test_exchange_fills_are_journaled_once_whatever_the_source(rig):
+    from messages.account import FillReceived
+
+    def fill(fill_id, source):
+        return FillReceived(fill_id=fill_id, order_id="o1", client_order_id=None, market_ticker="EVT-A", is_taker=True,
+                            outcome_side="yes", book_side="bid", yes_price=5100, count=2 * COUNT_ONE, fee=350,
+                            post_position=None, ts_ms=1_000, source=source)
+
+    rig.start()
+    # F05: the same fill from the stream and then from REST (the state keeper dedups; the journal is the backstop).
+    rig.tell(fill("t1", "ws"), fill("t1", "rest"), fill("t2", "rest"))
+    stats = rig.sync()
+    assert stats["counts"]["fills_journaled"] == 2 and stats["counts"]["fills_already_journaled"] == 1
+    assert stats["unknown"] == 0 and stats["journal_failed"] is None
+    with rig.journal() as j:
+        rows = [json.loads(r[0]) for r in j._query("SELECT body FROM fills ORDER BY seq")]
+        assert j.load().fill_ids == {"t1", "t2"}
+    assert [(r["fill_id"], r["source"], r["count"], r["fee"]) for r in rows] == [
+        ("t1", "ws", 2 * COUNT_ONE, 350), ("t2", "rest", 2 * COUNT_ONE, 350)]
+
+
+def test_a_fill_the_journal_cannot_take_stops_trading_and_is_counted(rig, monkeypatch):
+    from messages.account import FillReceived
+
+    rig.start()
+
+    def broken(self, fill_id, body):
+        raise JournalError("disk full")
+
+    monkeypatch.setattr(Journal, "record_fill", broken)
+    rig.tell(FillReceived(fill_id="t1", order_id="o1", client_order_id=None, market_ticker="EVT-A", is_taker=True,
+                          outcome_side="yes", book_side="bid", yes_price=5100, count=COUNT_ONE, fee=None,
+                          post_position=None, ts_ms=1_000, source="rest"))
+    wait_for(lambda: rig.rec.got("supervisor", TradingClientDown), message="TradingClientDown")
+    stats = rig.sync()
+    assert stats["counts"]["fills_not_journaled"] == 1 and "disk full" in stats["journal_failed"]
+
+
 def test_an_absent_intent_is_not_resent_while_the_gate_is_closed(rig):
     rig.start(absent_grace_s=1.0)
     rig.venue.place_script.append("unknown")

@@ -137,10 +137,22 @@ def test_d6_resting_order_filled_while_we_are_down_is_reconciled_on_restart(make
     rig.start_system()
     keeper = rig.actor_stats("state_keeper")
     assert keeper["positions"] == 1 and keeper["resting_orders"] == 0 and not keeper["inflight_orders"]
-    [position] = rig.system.status(2.0)["positions"]  # re-read from REST at start (absolute, not from fills)
+    # Re-read from REST at start (absolute, not from fills); the status reaches the broadcaster on a later Tick.
+    [position] = wait_for(lambda: rig.system.status(2.0)["positions"], 5, message="position in the status")
     assert (position["market_ticker"], position["position"], position["cost_dollars"]) == (ticker, "3.00", "1.2000")
     assert rig.executor()["open_orders"] == {}
+    # The fill itself was never streamed to us: the start-up sync reads it over REST and the executor journals
+    # it (issue 5, rule 12) — once, however many syncs read it again.
+    fills_sql = "SELECT fill_id, body FROM fills"
+    [(fill_id, body)] = wait_for(lambda: rig.journal_rows(fills_sql), 10, message="the missed fill journaled")
+    journaled = json.loads(body)
+    assert (journaled["order_id"], journaled["count"], journaled["yes_price"], journaled["source"]) == (
+        order_id, 3 * COUNT_ONE, 4000, "rest")
     assert rig.stop_system() == 0
+    rig.start_system()  # the next run reads the same fill again (a day back): the journal keeps it once
+    wait_for(lambda: rig.executor()["counts"].get("fills_already_journaled") == 1, 10, message="fill re-read")
+    assert rig.stop_system() == 0
+    assert [r[0] for r in rig.journal_rows(fills_sql)] == [fill_id]
 
 
 def test_f10_crash_loop_goes_to_error_closes_the_gate_and_cancels_resting_orders(make_rig, monkeypatch):
