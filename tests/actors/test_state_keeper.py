@@ -534,18 +534,22 @@ def test_a_request_during_a_running_sync_runs_another_one(live_keeper):
 def test_fill_reads_start_a_day_back_then_from_the_last_complete_read(live_keeper):
     k = live_keeper
     wall = 1_767_225_600_000  # make_context's wall clock
-    k.rest.fills = [rest_fill("t1")]
-    wait_for(lambda: k.log.received("whale_executor", FillReceived), message="REST fill told")
+    # The keeper syncs as it starts: let that first (fill-less) read finish before adding a fill.
+    wait_for(lambda: k.log.received("whale_executor", AccountViewUpdated), message="start-up sync")
     assert k.rest.fill_reads == [(wall - 86_400_000) // 1000]
+    k.rest.fills = [rest_fill("t1")]
+    k.ref.tell(SyncAccount(reason="KALSHI_DATA_SYNC"))
+    wait_for(lambda: k.log.received("whale_executor", FillReceived), message="REST fill told")
+    wait_for(lambda: len(k.log.received("supervisor", DataSynced)) == 1, message="second sync")
     k.rest.fills_fail_at = 0
     k.ref.tell(SyncAccount(reason="KALSHI_DATA_SYNC"))
-    wait_for(lambda: k.log.received("supervisor", DataSynced), message="second sync")
+    wait_for(lambda: len(k.log.received("supervisor", DataSynced)) == 2, message="third sync")
     assert _stats(k.ref)["fill_read_errors"] == 1
     k.rest.fills_fail_at = None
     k.ref.tell(SyncAccount(reason="KALSHI_DATA_SYNC"))
-    wait_for(lambda: len(k.log.received("supervisor", DataSynced)) == 2, message="third sync")
-    # The failed read did not move the cursor; the first (complete) one did: its start minus the 300 s overlap.
-    assert k.rest.fill_reads == [(wall - 86_400_000) // 1000, (wall - 300_000) // 1000, (wall - 300_000) // 1000]
+    wait_for(lambda: len(k.log.received("supervisor", DataSynced)) == 3, message="fourth sync")
+    # The failed read did not move the cursor; the complete ones did: their start minus the 300 s overlap.
+    assert k.rest.fill_reads == [(wall - 86_400_000) // 1000] + [(wall - 300_000) // 1000] * 3
     assert [f.fill_id for f in k.log.received("whale_executor", FillReceived)] == ["t1"]  # once, over three reads
 
 
