@@ -200,23 +200,24 @@ def test_f18_triggered_order_group_rejects_creates_without_a_replacement_loop(ma
     rig.ex.call(lambda e: e.trigger_group(user, gid))
     for ticker in rig.tickers[:3]:
         rig.whale_trade(ticker)
-    wait_for(lambda: rig.executor()["counts"].get("place_rejected") == 3 and not rig.executor()["open_orders"], 15,
-             message="three creates refused")  # (a whale while its market has an order in flight is skipped)
-    assert rig.executor()["order_group_triggered"] is True
-    # More whales arrive: nothing more is sent into the triggered group; they wait (skipped_gate, not final).
+    # The first refusal tells the executor the group is triggered; follows already decided by then are sent and
+    # refused (final), later whales are held back (skipped_gate, not final).
+    wait_for(lambda: rig.executor()["order_group_triggered"] and rig.executor()["counts"].get("place_rejected", 0) >= 1
+             and not rig.executor()["open_orders"], 15, message="the trigger seen through a refused create")
     for ticker in rig.tickers[:3]:
         rig.whale_trade(ticker, contracts=150)
     wait_for(lambda: len(rig.journal_rows("SELECT * FROM decisions WHERE action = 'skipped_gate'")) >= 3, 15,
-             message="three later whales held back")
+             message="later whales held back")
+    refused = rig.executor()["counts"]["place_rejected"]
     handled = rig.executor()["handled"]
     wait_for(lambda: rig.executor()["handled"] > handled + 20, 10, message="20 more ticks")  # retries would show here
     stats = rig.executor()
     assert rig.our_orders() == []
-    assert stats["counts"].get("place_rejected") == 3 and stats["counts"].get("place_accepted", 0) == 0, stats["counts"]
-    assert stats["counts"].get("follow", 0) == 3, stats["counts"]
+    assert 1 <= refused <= 3 and stats["counts"].get("place_rejected") == refused, stats["counts"]
+    assert stats["counts"].get("place_accepted", 0) == 0 and stats["counts"].get("follow", 0) == refused, stats["counts"]
     assert stats["order_group_triggered"] is True and stats["order_group_id"] == gid
     outcomes = rig.journal_rows("SELECT client_order_id, status FROM order_outcomes")
-    assert len(outcomes) == len({cid for cid, _ in outcomes}) == 3 and {st for _, st in outcomes} == {"rejected"}
+    assert len(outcomes) == len({cid for cid, _ in outcomes}) == refused and {st for _, st in outcomes} == {"rejected"}
     rig.stop_system()
 
 
