@@ -41,7 +41,6 @@ from .ticker import Ticker
 __all__ = [
     "ACTOR_CLASSES",
     "StartupError",
-    "resolve_class",
     "select_markets",
     "build_factories",
     "effective_config",
@@ -67,9 +66,6 @@ MARKET_PAGE_CAP = 20  # discovery reads at most this many pages of open markets 
 
 class StartupError(RuntimeError):
     """The system could not be started; the text is printed to the user (no secrets in it)."""
-
-
-resolve_class = import_actor_class
 
 
 def select_markets(settings: Settings, rest: Any) -> tuple[str, ...]:
@@ -130,7 +126,7 @@ def build_factories(
         target: str | type[SupervisedActor] | None = spec.class_path or registry.get(spec.name)
         if target is None:
             raise ConfigError(f"actors.{spec.name}: no actor class is registered for it (set class = \"module:Class\")")
-        cls = resolve_class(target) if isinstance(target, str) else target
+        cls = import_actor_class(target) if isinstance(target, str) else target
         factories[spec.name] = class_factory(cls, _actor_config(spec, context))
     return factories
 
