@@ -3,10 +3,10 @@
     /work/venv/bin/python bench/pipeline.py [--quick | --soak] [--markets 50] [--blast-frames 200000]
                                             [--paced-rate 1000] [--paced-seconds 15] [--mem-rate 5000]
                                             [--mem-markets 500] [--mem-seconds 30] [--data-dir DIR]
-                                            [--skip-blast] [--skip-latency] [--skip-memory]
-                                            [--whale-window-minutes 5] [--whale-max-age-seconds 120]
+                                            [--skip-blast] [--skip-latency] [--skip-memory] [--skip-product-run]
+                                            [--whale-window-minutes 5] [--whale-max-age-seconds 120] [--profile]
 
-Default run ≈ 75 s; ``--soak`` makes the memory phase 10 minutes (the steady-state figure needs > 8 minutes,
+Default run ≈ 95 s; ``--soak`` makes the memory phase 10 minutes (the steady-state figure needs > 8 minutes,
 see phase 4). A shorter steady-state soak: ``--skip-blast --skip-latency --whale-window-minutes 1
 --whale-max-age-seconds 30 --mem-seconds 300``.
 
@@ -24,9 +24,14 @@ Phases (each with a fresh actor system and a fresh stream):
    (``overflow_depth = 0``): a backlog of a bounded burst is the point of the measure, and the replay server
    cannot answer ``get_snapshot`` in blast mode. Stale marks and snapshot requests are reported (expected 0).
 3. latency at a paced rate (1,000 msg/s): raw loop send → recv; pipeline send → book applied (state keeper),
-   send → whale queue updated, send → decision computed (the strategy returned it), send → first decision told
-   (after its journal commit), and decision → order acknowledged by the exchange (OrderAccepted/Rejected/Unknown
-   as told by the executor). The executor's journal writes are timed too (they sit on that path by design):
+   send → trades reader callback (the frame decoded on the feed's reader thread, before any actor hop: the floor
+   under any in-process decision), send → trades feed handler (one hop) and whale tracker handler (two), send →
+   whale queue updated, send → decision computed (the strategy returned it; three hops), send → first decision
+   told (after its journal commit), and decision → order acknowledged by the exchange (OrderAccepted/Rejected/
+   Unknown as told by the executor). Twice: with every whale followed (~20 orders/s: many decision → ack samples,
+   and the worst case for contention) and with the product's own whale limits (3 follows a minute: few orders;
+   most whales wait for a token or lose their place in the queue, so few decisions). ``--profile`` samples the
+   first run's GIL holder by thread. The executor's journal writes are timed too (they sit on that path by design):
    ``batch`` is one evaluation's transaction (sightings, decisions, intents: the whole commit); the record_* calls
    inside it are appends, except record_intent, which commits the batch so far before it returns.
 4. memory: resident set size of this process over a steady run (5,000 msg/s over 500 markets); growth after
@@ -81,10 +86,11 @@ from actors.whale_executor import WhaleExecutor  # noqa: E402
 from actors.whale_tracker import WhaleTracker  # noqa: E402
 from bench._harness import OB, TRADE, ReplayServer, StreamConfig  # noqa: E402
 from kalshi.auth import Credentials, generate_key_pair  # noqa: E402
-from kalshi.wire.frames import OrderbookDelta  # noqa: E402
+from kalshi.wire.frames import OrderbookDelta, Trade  # noqa: E402
 from kalshi.ws import KalshiWebSocket  # noqa: E402
 from messages.base import Message  # noqa: E402
 from messages.control import PeersChanged, RequestStats, TradingClientReady, TradingGateChanged  # noqa: E402
+from messages.feed import FramesReceived  # noqa: E402
 from messages.market import BookFramesReceived, TradesPrinted  # noqa: E402
 from messages.whale import (  # noqa: E402
     FOLLOW,
@@ -162,6 +168,9 @@ class Recorder:
         self.journal_ns: dict[str, list[int]] = {}  # journal call durations by method
         self.computed: list[tuple[int, tuple]] = []  # (ns, decisions) as the strategy returned them
         self.place_ns: list[int] = []  # venue.place durations (REST create order, on the venue thread)
+        # (trade id, wall ns the trades reader thread handed it on decoded, wall ns the tracker's handler got it)
+        self.trade_reader: list[tuple[str, int, int]] = []
+        self.feed_handler: list[tuple[str, int]] = []  # (trade id, wall ns the trades feed's handler got it)
 
 
 class BenchStateKeeper(StateKeeper):
@@ -190,7 +199,26 @@ class BenchWhaleTracker(WhaleTracker):
         super().on_trades(msg)
         rec: Recorder = self.config["recorder"]
         rec.trades += len(msg.trades)
-        rec.trades_last_ns = time.time_ns()
+        now = time.time_ns()
+        rec.trades_last_ns = now
+        if rec.record:
+            # recv_ns is the reader thread's monotonic clock when it handed the decoded batch on: in wall ns,
+            # comparable with the replay server's send times (same machine).
+            offset = now - time.monotonic_ns()
+            for t in msg.trades:
+                rec.trade_reader.append((t.trade_id, t.recv_ns + offset, now))
+
+
+class BenchTradesFeed(TradesFeed):
+    """The real TradesFeed; timestamps each trade as its handler starts (one actor hop from the reader thread)."""
+
+    @handles(FramesReceived)
+    def on_frames(self, message: FramesReceived) -> None:
+        rec: Recorder = self.config["recorder"]
+        if rec.record:
+            now = time.time_ns()
+            rec.feed_handler.extend((f.trade_id, now) for f in message.frames if type(f) is Trade)
+        super().on_frames(message)
 
 
 class Probe(SupervisedActor):
@@ -308,7 +336,12 @@ def _timed(fn: Any, rec: Recorder, sink: list[int]) -> Any:
 SETTINGS_OVERRIDES: dict[str, Any] = {}  # from the command line (--whale-window-minutes ...)
 
 
-def make_settings(markets: int, data_dir: Path) -> Any:
+# The stress run follows every whale (many decision → ack samples: ~20 orders/s, about 400x what the product's
+# default limit of 3 follows a minute allows); the product run keeps the product's whale limits.
+FOLLOW_ALL = {"whale_max_trades_per_minute": 100_000, "whale_token_refill_seconds": 1}
+
+
+def make_settings(markets: int, data_dir: Path, follow_all: bool = True) -> Any:
     return load_settings(
         config_path=None,
         environ={},
@@ -318,8 +351,7 @@ def make_settings(markets: int, data_dir: Path) -> Any:
             "strategy": "whale_follower",
             "data_dir": str(data_dir),
             "orderbook_market_limit": markets,
-            "whale_max_trades_per_minute": 100_000,  # follow every whale: many decision → ack samples
-            "whale_token_refill_seconds": 1,
+            **(FOLLOW_ALL if follow_all else {}),
             "max_open_positions": 100_000,
             "max_cost_per_market_cents": 10_000_000,
             "max_cost_per_event_cents": 10_000_000,
@@ -333,9 +365,9 @@ class PipelineSystem:
     """The real actors wired by hand: feeds → state keeper / whale tracker → executor → local exchange."""
 
     def __init__(self, ws_url: str, rest_url: str, creds: Credentials, markets: tuple[str, ...], data_dir: Path,
-                 overflow_depth: int) -> None:
+                 overflow_depth: int, follow_all: bool = True) -> None:
         self.recorder = Recorder()
-        settings = make_settings(len(markets), data_dir)
+        settings = make_settings(len(markets), data_dir, follow_all)
         self.ctx = SystemContext(settings=settings, rest_url=rest_url, ws_url=ws_url, credentials=creds,
                                  data_dir=data_dir, market_tickers=markets, environment="local", execution="exchange")
         self.refs: dict[str, pykka.ActorRef[Any]] = {}
@@ -351,7 +383,7 @@ class PipelineSystem:
             ("whale_executor", BenchExecutor, base),
             ("whale_tracker", BenchWhaleTracker, base),
             ("orderbook_feed", OrderbookFeed, {**base, "overflow_depth": self.overflow_depth}),
-            ("trades_feed", TradesFeed, {**base, "overflow_depth": self.overflow_depth}),
+            ("trades_feed", BenchTradesFeed, {**base, "overflow_depth": self.overflow_depth}),
         ]
         rec = self.recorder
         venue_factory = lambda ctx, books: _TimedVenue(make_venue(ctx, books), rec)  # noqa: E731
@@ -470,8 +502,9 @@ def reader_blast(server: ReplayServer, cfg: StreamConfig, info: dict) -> dict[st
 
 
 def start_system(server: ReplayServer, exchange: ExchangeProcess, creds: Credentials, cfg: StreamConfig,
-                 data_dir: Path, overflow_depth: int) -> PipelineSystem:
-    system = PipelineSystem(server.ws_url, exchange.rest_url, creds, cfg.markets, data_dir, overflow_depth)
+                 data_dir: Path, overflow_depth: int, follow_all: bool = True) -> PipelineSystem:
+    system = PipelineSystem(server.ws_url, exchange.rest_url, creds, cfg.markets, data_dir, overflow_depth,
+                            follow_all)
     try:
         system.start()
         server.wait_status(lambda s: s["waiting"] >= 2, 20, "feeds not subscribed")
@@ -483,23 +516,30 @@ def start_system(server: ReplayServer, exchange: ExchangeProcess, creds: Credent
 
 
 class PySpy:
-    """py-spy sampling this process (all threads) while a phase runs; ``top()`` aggregates its raw stacks."""
+    """py-spy sampling this process while a phase runs, only the thread holding the GIL (``--gil``): under one GIL
+    that is what delays everyone else. ``top()`` aggregates the raw stacks by function and by thread."""
+
+    RATE = 250  # samples/s
 
     def __init__(self, out: Path, seconds: float) -> None:
         exe = Path(sys.executable).with_name("py-spy")
         self.out = out
+        self.seconds = seconds  # at most; stop() ends it sooner
+        self.started = time.monotonic()
         self.proc: subprocess.Popen | None = None
         self.error = ""
         if not exe.exists():
             self.error = "py-spy not installed (pip install py-spy into the venv)"
             return
         self.proc = subprocess.Popen(
-            [str(exe), "record", "-p", str(os.getpid()), "-d", str(max(1, int(seconds))), "-r", "250", "-f", "raw",
-             "-o", str(out), "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            [str(exe), "record", "-p", str(os.getpid()), "-d", str(max(1, int(seconds))), "-r", str(self.RATE),
+             "-f", "raw", "--threads", "--gil", "-o", str(out), "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def stop(self) -> None:
         if self.proc is None:
             return
+        self.seconds = min(self.seconds, time.monotonic() - self.started)
         self.proc.send_signal(signal.SIGINT)  # py-spy writes what it has on SIGINT
         try:
             _, err = self.proc.communicate(timeout=30)
@@ -514,16 +554,19 @@ class PySpy:
             return {"error": self.error or "no profile written"}
         own: dict[str, int] = {}
         incl: dict[str, int] = {}
+        threads: dict[str, int] = {}
         total = 0
         for line in self.out.read_text().splitlines():
             stack, _, count = line.rpartition(" ")
             if not stack or not count.isdigit():
                 continue
-            frames = stack.split(";")[1:]  # the first entry is the thread
+            thread, *frames = stack.split(";")  # "thread (tid): name", then the frames outermost first
             if not frames:
                 continue
             c = int(count)
             total += c
+            name = thread.partition(": ")[2] or thread
+            threads[name] = threads.get(name, 0) + c
             own[frames[-1]] = own.get(frames[-1], 0) + c
             for f in set(frames):
                 incl[f] = incl.get(f, 0) + c
@@ -531,7 +574,8 @@ class PySpy:
         def best(d: dict[str, int]) -> list[tuple[str, float]]:
             return [(k, round(v / total, 3)) for k, v in sorted(d.items(), key=lambda kv: -kv[1])[:n]]
 
-        return {"samples": total, "self": best(own), "inclusive": best(incl)}
+        return {"samples": total, "gil_busy": round(min(1.0, total / (self.RATE * max(self.seconds, 1e-9))), 3),
+                "threads": best(threads), "self": best(own), "inclusive": best(incl)}
 
 
 def pipeline_blast(server: ReplayServer, exchange: ExchangeProcess, creds: Credentials, cfg: StreamConfig,
@@ -617,14 +661,18 @@ def _trade_seq(trade_id: str, nonce: str) -> int | None:
 
 
 def pipeline_paced(server: ReplayServer, exchange: ExchangeProcess, creds: Credentials, cfg: StreamConfig,
-                   data_dir: Path, mem_sample: bool = False) -> dict[str, Any]:
-    system = start_system(server, exchange, creds, cfg, data_dir, overflow_depth=1000)
+                   data_dir: Path, mem_sample: bool = False, follow_all: bool = True,
+                   profile: Path | None = None) -> dict[str, Any]:
+    system = start_system(server, exchange, creds, cfg, data_dir, overflow_depth=1000, follow_all=follow_all)
     rec = system.recorder
     rec.record = not mem_sample
     rss: list[tuple[float, float]] = []
+    out_profile: dict[str, Any] = {}
+    spy: PySpy | None = None
     try:
         gc.collect()
         t0 = time.monotonic()
+        spy = PySpy(profile, cfg.duration_s) if profile is not None else None
         server.go()
         end_at = t0 + cfg.duration_s + 2.0
         while time.monotonic() < end_at:
@@ -632,6 +680,9 @@ def pipeline_paced(server: ReplayServer, exchange: ExchangeProcess, creds: Crede
                 rss.append((time.monotonic() - t0, rss_mib()))
             time.sleep(1.0 if mem_sample else 0.1)  # sampling interval
         server.wait_status(lambda s: s["done"] >= 2, 30, "stream did not finish")
+        if spy is not None:
+            spy.stop()
+            out_profile = spy.top()
         wait_until(lambda: rec.trades_last_ns and time.time_ns() - max(rec.ob_last_ns, rec.trades_last_ns) > 500 * MS,
                    30, "pipeline did not drain")
         probe = system.stats("broadcaster")
@@ -640,8 +691,11 @@ def pipeline_paced(server: ReplayServer, exchange: ExchangeProcess, creds: Crede
         tr = system.stats("whale_tracker")
         feeds = [system.stats("orderbook_feed"), system.stats("trades_feed")]
     finally:
+        if spy is not None and spy.proc is not None and spy.proc.poll() is None:
+            spy.stop()
         system.stop()
     out: dict[str, Any] = {
+        **({"profile": out_profile} if spy is not None else {}),
         "stale_marks": sk.get("stale_marks"),
         "snapshot_requests": sk.get("snapshot_requests"),
         "gaps": sum(f.get("gaps", 0) for f in feeds),
@@ -653,6 +707,7 @@ def pipeline_paced(server: ReplayServer, exchange: ExchangeProcess, creds: Crede
                          ("whale_tracker", tr), ("whale_executor", ex))},
         "executor_counts": ex.get("counts"),
         "frames_per_s": cfg.rate,
+        "follows_per_minute": system.ctx.settings.whale_max_trades_per_minute,
     }
     if mem_sample:
         out["rss"] = rss
@@ -701,7 +756,21 @@ def pipeline_paced(server: ReplayServer, exchange: ExchangeProcess, creds: Crede
     actions: dict[str, int] = {}
     for _, d in first_dec.values():
         actions[d.action] = actions.get(d.action, 0) + 1
+
+    def trade_sent(trade_id: str) -> int | None:
+        q = _trade_seq(trade_id, nonce)
+        return send[TRADE].get(q) if q is not None else None
+
+    reader_lat, tracker_lat = [], []
+    for trade_id, reader_ns, tracker_ns in rec.trade_reader:
+        if (sent := trade_sent(trade_id)) is not None:
+            reader_lat.append(reader_ns - sent)
+            tracker_lat.append(tracker_ns - sent)
+    feed_lat = [t - sent for trade_id, t in rec.feed_handler if (sent := trade_sent(trade_id)) is not None]
     out.update({
+        "send_to_trades_reader": summary_ms(reader_lat),
+        "send_to_trades_feed": summary_ms(feed_lat),
+        "send_to_tracker": summary_ms(tracker_lat),
         "journal_commit": {k: summary_ms(v) for k, v in rec.journal_ns.items() if v},
         "venue_place_rest": summary_ms(rec.place_ns),
         "send_to_book_applied": summary_ms(book),
@@ -781,10 +850,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             phase(f"raw paced {args.paced_rate}/s")
             server.configure(paced)
             res["raw_latency"] = raw_paced(server, paced)
-            phase(f"pipeline paced {args.paced_rate}/s")
+            phase(f"pipeline paced {args.paced_rate}/s, every whale followed")
             paced = StreamConfig(**{**paced.__dict__, "nonce": nonce + 4})
             server.configure(paced)
-            res["latency"] = pipeline_paced(server, exchange, creds, paced, root / "paced")
+            res["latency"] = pipeline_paced(server, exchange, creds, paced, root / "paced",
+                                            profile=root / "pyspy-paced.txt" if args.profile else None)
+            if not args.skip_product_run:
+                phase(f"pipeline paced {args.paced_rate}/s, the product's whale limits")
+                paced = StreamConfig(**{**paced.__dict__, "nonce": nonce + 6})
+                server.configure(paced)
+                res["latency_product"] = pipeline_paced(server, exchange, creds, paced, root / "paced-product",
+                                                        follow_all=False)
         if not args.skip_memory:
             mem_markets, mem_whales = markets_for(args.mem_markets, exchange.tickers)
             mem = StreamConfig(markets=mem_markets, whale_markets=mem_whales, mode="paced", rate=args.mem_rate,
@@ -829,30 +905,48 @@ def print_table(r: dict[str, Any]) -> None:
             ("pipeline / raw (target >= 0.60)", r["pipeline_vs_raw"]),
         ]
     if "latency" in r:
-        lat, raw = r["latency"], r["raw_latency"]
+        raw = r["raw_latency"]
+        raw_p99 = raw["all"]["p99"]
 
         def fmt(s: dict) -> str:
             return f"p50 {s['p50']} p99 {s['p99']} p99.9 {s['p99_9']} ms (n={s['n']})"
 
+        def ratio(s: dict) -> Any:
+            return round(s["p99"] / raw_p99, 2) if s["p99"] and raw_p99 else None
+
         rows += [
-            ("paced rate, msg/s", lat["frames_per_s"]),
+            ("paced rate, msg/s", r["latency"]["frames_per_s"]),
             ("raw loop send→recv, all frames", fmt(raw["all"])),
             ("raw loop send→recv, trades", fmt(raw["trades"])),
-            ("send→book applied (state keeper)", fmt(lat["send_to_book_applied"])),
-            ("  of which reader callback→applied (per batch)", fmt(lat["reader_to_book_applied_per_batch"])),
-            ("send→whale queue updated", fmt(lat["send_to_whale_queue"])),
-            ("send→first decision computed (before journal)", fmt(lat["send_to_decision_computed"])),
-            ("send→first whale decision (journaled, told)", fmt(lat["send_to_first_decision"])),
-            ("send→final whale decision", fmt(lat["send_to_final_decision"])),
-            ("decision→order ack (exchange)", fmt(lat["decision_to_order_ack"])),
         ]
-        rows += [(f"  executor journal {k}", fmt(v)) for k, v in lat["journal_commit"].items()]
-        rows.append(("  venue.place (REST create order)", fmt(lat["venue_place_rest"])))
-        if raw["all"]["p99"] and lat["send_to_first_decision"]["p99"]:
-            rows.append(("p99 first decision told / raw p99 (target <= 2)",
-                         round(lat["send_to_first_decision"]["p99"] / raw["all"]["p99"], 2)))
-            rows.append(("p99 first decision computed / raw p99",
-                         round(lat["send_to_decision_computed"]["p99"] / raw["all"]["p99"], 2)))
+        for key, title in (("latency", "every whale followed"), ("latency_product", "the product's whale limits")):
+            lat = r.get(key)
+            if lat is None:
+                continue
+            counts = lat["executor_counts"] or {}
+            orders = counts.get("place_accepted", 0) + counts.get("place_rejected", 0)
+            rows += [
+                (f"[{title}]", f"{lat['follows_per_minute']} follows/min allowed; {orders} orders sent"),
+                ("send→book applied (state keeper)", fmt(lat["send_to_book_applied"])),
+                ("  of which reader callback→applied (per batch)", fmt(lat["reader_to_book_applied_per_batch"])),
+                ("send→trades reader callback (decoded, no actor hop yet)", fmt(lat["send_to_trades_reader"])),
+                ("send→trades feed handler (1 actor hop)", fmt(lat["send_to_trades_feed"])),
+                ("send→whale tracker handler (2 hops)", fmt(lat["send_to_tracker"])),
+                ("send→whale queue updated", fmt(lat["send_to_whale_queue"])),
+                ("send→first decision computed (3 hops; before journal)", fmt(lat["send_to_decision_computed"])),
+                ("send→first whale decision (journaled, told)", fmt(lat["send_to_first_decision"])),
+                ("send→final whale decision", fmt(lat["send_to_final_decision"])),
+                ("decision→order ack (exchange)", fmt(lat["decision_to_order_ack"])),
+            ]
+            if key == "latency":
+                rows += [(f"  executor journal {k}", fmt(v)) for k, v in lat["journal_commit"].items()]
+                rows.append(("  venue.place (REST create order)", fmt(lat["venue_place_rest"])))
+            rows += [
+                ("p99 send→decision computed / raw p99 (target <= 2)", ratio(lat["send_to_decision_computed"])),
+                ("p99 send→decision journaled and told / raw p99", ratio(lat["send_to_first_decision"])),
+                ("p99 send→trades reader callback / raw p99 (the floor)", ratio(lat["send_to_trades_reader"])),
+                ("p99 send→trades feed handler / raw p99 (one hop)", ratio(lat["send_to_trades_feed"])),
+            ]
     if "memory" in r:
         m = r["memory"]
         rows += [
@@ -867,16 +961,18 @@ def print_table(r: dict[str, Any]) -> None:
     print("pipeline benchmark (stream: bench/_harness.py replay server; orders: local exchange)")
     for k, v in rows:
         print(f"{k:<{width}}  {v}")
-    prof = r.get("pipeline", {}).get("profile")
-    if prof:
+    for key, what in (("pipeline", "pipeline blast"), ("latency", "paced, every whale followed")):
+        prof = r.get(key, {}).get("profile")
+        if not prof:
+            continue
         if "error" in prof:
-            print(f"profile: {prof['error']}")
-        else:
-            print(f"py-spy, pipeline blast ({prof['samples']} samples, all threads incl. idle waits):")
-            for title in ("self", "inclusive"):
-                print(f"  top {title}:")
-                for name, share in prof[title]:
-                    print(f"    {share:6.1%}  {name}")
+            print(f"profile ({what}): {prof['error']}")
+            continue
+        print(f"py-spy, {what}: {prof['samples']} samples of the GIL holder; GIL busy {prof['gil_busy']:.1%}")
+        for title in ("threads", "self", "inclusive"):
+            print(f"  top {title}:")
+            for name, share in prof[title]:
+                print(f"    {share:6.1%}  {name}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -897,11 +993,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--switch-interval-ms", type=float, default=None,
                    help="sys.setswitchinterval for this process (Python's default is 5 ms)")
     p.add_argument("--profile", action="store_true",
-                   help="sample the pipeline blast with py-spy (all threads) and print the top functions")
+                   help="sample the pipeline blast and the paced run with py-spy (the GIL holder) and print the top "
+                        "threads and functions")
     p.add_argument("--keep", action="store_true", help="keep the journals (and the py-spy stacks) in the data dir")
     p.add_argument("--skip-blast", action="store_true")
     p.add_argument("--skip-latency", action="store_true")
     p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--skip-product-run", action="store_true",
+                   help="skip the second latency run (the product's own whale limits: few orders)")
     p.add_argument("--whale-window-minutes", type=int, default=None, help="the whale queue's window (default 5)")
     p.add_argument("--whale-max-age-seconds", type=int, default=None, help="whale max age (default 120)")
     args = p.parse_args(argv)
