@@ -666,7 +666,7 @@ def pipeline_paced(server: ReplayServer, exchange: ExchangeProcess, creds: Crede
     system = start_system(server, exchange, creds, cfg, data_dir, overflow_depth=1000, follow_all=follow_all)
     rec = system.recorder
     rec.record = not mem_sample
-    rss: list[tuple[float, float]] = []
+    rss: list[tuple[float, float, int, int]] = []  # (s since go, RSS MiB, threads, open fds)
     out_profile: dict[str, Any] = {}
     spy: PySpy | None = None
     try:
@@ -677,7 +677,7 @@ def pipeline_paced(server: ReplayServer, exchange: ExchangeProcess, creds: Crede
         end_at = t0 + cfg.duration_s + 2.0
         while time.monotonic() < end_at:
             if mem_sample:
-                rss.append((time.monotonic() - t0, rss_mib()))
+                rss.append((time.monotonic() - t0, rss_mib(), threading.active_count(), open_fds()))
             time.sleep(1.0 if mem_sample else 0.1)  # sampling interval
         server.wait_status(lambda s: s["done"] >= 2, 30, "stream did not finish")
         if spy is not None:
@@ -711,6 +711,8 @@ def pipeline_paced(server: ReplayServer, exchange: ExchangeProcess, creds: Crede
     }
     if mem_sample:
         out["rss"] = rss
+        out["journal"] = journal_size(data_dir)
+        out["frames"] = int(cfg.rate * cfg.duration_s)
         return out
     reports = server.report()
     send = {OB: {}, TRADE: {}}
@@ -784,6 +786,28 @@ def pipeline_paced(server: ReplayServer, exchange: ExchangeProcess, creds: Crede
         "first_decision_actions": actions,
     })
     return out
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def journal_size(data_dir: Path) -> dict[str, Any]:
+    """Bytes on disk (database + WAL) and rows per table of a stopped executor's journal."""
+    import sqlite3
+
+    from actors.journal import JOURNAL_FILE, TABLES
+
+    path = data_dir / JOURNAL_FILE
+    size = sum(p.stat().st_size for p in data_dir.glob(JOURNAL_FILE + "*") if p.is_file())
+    rows: dict[str, int] = {}
+    if path.exists():
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            rows = {t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in TABLES}  # noqa: S608 - fixed names
+        finally:
+            db.close()
+    return {"bytes": size, "rows": rows}
 
 
 def rss_mib() -> float:
@@ -868,7 +892,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             phase(f"memory {args.mem_rate}/s over {len(mem_markets)} markets for {args.mem_seconds}s")
             server.configure(mem)
             m = pipeline_paced(server, exchange, creds, mem, root / "memory", mem_sample=True)
-            pts = m.pop("rss")
+            samples = m.pop("rss")
+            pts = [(t, mib) for t, mib, _, _ in samples]
             # The whale queue keeps every trade id of its window (5 min): memory rises for one window, then
             # plateaus. Only a run longer than window + 1 min measures the steady state.
             settings = make_settings(1, root)
@@ -885,6 +910,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "rss_after_warmup_mib": _r(steady[0][1], 1) if steady else None,
                 "rss_end_mib": _r(pts[-1][1], 1) if pts else None,
                 "growth_mib_per_min": _r(slope_per_min(steady), 3),
+                # L2: thread and fd counts constant; the journal grows with decisions, not with market data.
+                "threads_after_warmup_end": [next((n for t, _, n, _ in samples if t >= warm), None),
+                                             samples[-1][2] if samples else None],
+                "fds_after_warmup_end": [next((f for t, _, _, f in samples if t >= warm), None),
+                                         samples[-1][3] if samples else None],
             })
             res["memory"] = m
     finally:
@@ -956,6 +986,11 @@ def print_table(r: dict[str, Any]) -> None:
             ("  growth after warm-up, MiB/min (target < 1)",
              f"{m['growth_mib_per_min']}" + ("" if m["steady_state"] else
                                               " (short run: inside the whale window's fill-up; use --soak)")),
+            ("  threads / open fds, after warm-up → end",
+             f"{m['threads_after_warmup_end'][0]} → {m['threads_after_warmup_end'][1]} / "
+             f"{m['fds_after_warmup_end'][0]} → {m['fds_after_warmup_end'][1]}"),
+            ("  journal: bytes, rows by table (frames streamed)",
+             f"{m['journal']['bytes']:,} B, {m['journal']['rows']} ({m['frames']:,} frames)"),
         ]
     width = max(len(k) for k, _ in rows)
     print("pipeline benchmark (stream: bench/_harness.py replay server; orders: local exchange)")
