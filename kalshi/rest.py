@@ -461,6 +461,10 @@ class KalshiRest:
         if self._own_session:
             # requests would add ~/.netrc credentials as an Authorization header; Kalshi auth is the signature only.
             self._session.auth = _no_netrc_auth
+            # Nor do *_PROXY / REQUESTS_CA_BUNDLE variables reroute signed requests: the WebSocket client connects
+            # directly too, so both paths go where the settings say and nowhere else (and requests skips its
+            # per-request environment lookups).
+            self._session.trust_env = False
         self._clock = clock_offset or (credentials.clock_offset if credentials else None) or ClockOffset()
         self._max_body = max_body_bytes
         self._max_pages = max_pages

@@ -477,3 +477,27 @@ def test_written_private_key_is_private(tmp_path, open_umask, keypair):
     write_private_key(tmp_path / "k.pem", keypair[0])
     assert _mode(tmp_path / "k.pem") == 0o600
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_tests_cannot_reach_outside_loopback():
+    """S7: the conftest guard refuses a connect outside loopback and reports it; loopback still works."""
+    import socket as _socket
+
+    import tests.conftest as guard
+
+    outside = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
+    try:
+        with pytest.raises(PermissionError, match="loopback only"):
+            outside.connect(("203.0.113.7", 443))  # TEST-NET-3: never routed
+        assert guard._blocked_connects == ["('203.0.113.7', 443)"]
+    finally:
+        outside.close()
+        guard._blocked_connects.clear()  # seen: this test's own violation is the point
+    listener = _socket.create_server(("127.0.0.1", 0))
+    try:
+        inside = _socket.create_connection(listener.getsockname(), timeout=5)
+        inside.close()
+    finally:
+        listener.close()
+    assert guard._is_loopback(("::1", 80, 0, 0)) and guard._is_loopback(("localhost", 80))
+    assert not guard._is_loopback(("example.com", 80)) and not guard._is_loopback(("10.0.0.1", 80))

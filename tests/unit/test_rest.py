@@ -261,6 +261,18 @@ def _closed_port() -> int:
     return port
 
 
+def test_proxy_variables_do_not_reroute_requests(fake, make_client, monkeypatch):
+    # A proxy that refuses every connection: a client that honoured it could not reach the fake at all.
+    dead = f"http://127.0.0.1:{_closed_port()}"
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.setenv(name, dead)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    fake.on("GET", "/portfolio/orders", Reply(200, {"orders": [ORDER], "cursor": ""}))
+    page = make_client(read_retries=0).get_orders(limit=1)
+    assert page.orders[0].order_id == "o-1"
+
+
 # ---------------------------------------------------------------- signing on the wire (S4)
 
 
