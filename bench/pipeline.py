@@ -4,10 +4,11 @@
                                             [--paced-rate 1000] [--paced-seconds 15] [--mem-rate 5000]
                                             [--mem-markets 500] [--mem-seconds 30] [--data-dir DIR]
                                             [--skip-blast] [--skip-latency] [--skip-memory] [--skip-product-run]
+                                            [--skip-burst] [--burst-rate 20000] [--burst-seconds 5]
                                             [--whale-window-minutes 5] [--whale-max-age-seconds 120] [--profile]
 
-Default run ≈ 95 s; ``--soak`` makes the memory phase 10 minutes (the steady-state figure needs > 8 minutes,
-see phase 4). A shorter steady-state soak: ``--skip-blast --skip-latency --whale-window-minutes 1
+Default run ≈ 105 s; ``--soak`` makes the memory phase 10 minutes (the steady-state figure needs > 8 minutes,
+see phase 5). A shorter steady-state soak: ``--skip-blast --skip-latency --whale-window-minutes 1
 --whale-max-age-seconds 30 --mem-seconds 300``.
 
 The stream comes from bench/_harness.py's replay server (a separate process replaying Kalshi-shaped
@@ -34,11 +35,16 @@ Phases (each with a fresh actor system and a fresh stream):
    first run's GIL holder by thread. The executor's journal writes are timed too (they sit on that path by design):
    ``batch`` is one evaluation's transaction (sightings, decisions, intents: the whole commit); the record_* calls
    inside it are appends, except record_intent, which commits the batch so far before it returns.
-4. memory: resident set size of this process over a steady run (5,000 msg/s over 500 markets); growth after
+4. burst (L3): 20,000 msg/s for 5 s with the feeds' overflow policy on, then idle: seconds from the last frame
+   sent until every mailbox is empty again, max mailbox depths, what the policy did (overflow events, stale
+   marks, snapshot requests), books valid at the end.
+5. memory: resident set size of this process over a steady run (5,000 msg/s over 500 markets); growth after
    warm-up by least squares, MiB/min. The whale queue keeps every trade id of its 5-minute window and the
    executor remembers evaluated whales for window + max age, so memory rises for that long and then plateaus:
    only a run longer than that + 2 min (``--soak``: 10 minutes, warm-up = window + max age + 1 min) measures the
-   steady state; a shorter run reports the fill-up slope.
+   steady state; a shorter run reports the fill-up slope. Also (L2) threads and open fds after warm-up and at
+   the end, the journal's bytes and rows next to the frames streamed, and (L5) the time from start to all 500
+   snapshots applied (the feed subscribes to every market at once).
 
 Actors are started directly (no supervisor, no main.py) with bench-only subclasses of StateKeeper, WhaleTracker and
 WhaleExecutor that only timestamp (batches applied, trades counted, journal calls and strategy results); a probe
@@ -373,6 +379,7 @@ class PipelineSystem:
         self.refs: dict[str, pykka.ActorRef[Any]] = {}
         self.ticker: Ticker | None = None
         self.overflow_depth = overflow_depth
+        self.snapshots_applied_s = 0.0
 
     def start(self, timeout: float = 30.0) -> None:
         base = {"context": self.ctx, "recorder": self.recorder}
@@ -506,9 +513,12 @@ def start_system(server: ReplayServer, exchange: ExchangeProcess, creds: Credent
     system = PipelineSystem(server.ws_url, exchange.rest_url, creds, cfg.markets, data_dir, overflow_depth,
                             follow_all)
     try:
+        started = time.monotonic()
         system.start()
         server.wait_status(lambda s: s["waiting"] >= 2, 20, "feeds not subscribed")
-        wait_until(lambda: system.recorder.ob_frames >= len(cfg.markets), 20, "snapshots not applied")
+        wait_until(lambda: system.recorder.ob_frames >= len(cfg.markets), 20, "snapshots not applied", poll=0.005)
+        # L5: actors start, connect, subscribe to every market at once and apply all the snapshots.
+        system.snapshots_applied_s = time.monotonic() - started
     except BaseException:
         system.stop()
         raise
@@ -625,6 +635,51 @@ def pipeline_blast(server: ReplayServer, exchange: ExchangeProcess, creds: Crede
     }
 
 
+def pipeline_burst(server: ReplayServer, exchange: ExchangeProcess, creds: Credentials, cfg: StreamConfig,
+                   data_dir: Path) -> dict[str, Any]:
+    """L3: a paced burst (20,000 msg/s for 5 s) with the feeds' overflow policy ON, then idle: how long until every
+    mailbox is empty again, what the policy did (stale marks, snapshot requests, overflow events), books valid."""
+    system = start_system(server, exchange, creds, cfg, data_dir, overflow_depth=1000)
+    names = ("orderbook_feed", "trades_feed", "state_keeper", "whale_tracker", "whale_executor")
+    try:
+        system.recorder.record = False
+        server.go()
+        server.wait_status(lambda s: s["done"] >= 2, cfg.duration_s * 4 + 30, "burst did not finish")
+        report = server.report()
+        last_sent_ns = max((max(r["ns"]) for r in report if len(r["ns"])), default=time.time_ns())
+        first_sent_ns = min((min(r["ns"]) for r in report if len(r["ns"])), default=last_sent_ns)
+        # Drained: every mailbox empty on two reads 100 ms apart (a feed's snapshot request may still be answered).
+        deadline = time.monotonic() + 60
+        quiet = 0
+        while quiet < 2:
+            depths = {n: system.stats(n)["mailbox_depth"] for n in names}
+            quiet = quiet + 1 if not any(depths.values()) else 0
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"burst: mailboxes not drained in 60 s: {depths}")
+            if quiet == 1:
+                drained_ns = time.time_ns()
+            time.sleep(0.1)  # polling interval
+        stats = {n: system.stats(n) for n in names}
+    finally:
+        system.stop()
+    sent = max((r["sent"] for r in report), default=0)  # both feeds' connections get the same stream
+    sk, ob, tf = stats["state_keeper"], stats["orderbook_feed"], stats["trades_feed"]
+    return {
+        "target_rate": cfg.rate,
+        "seconds": cfg.duration_s,
+        "frames_sent": sent,
+        "achieved_rate": round(sent / max(1e-9, (last_sent_ns - first_sent_ns) / 1e9)),
+        "drain_s": _r((drained_ns - last_sent_ns) / 1e9),
+        "max_mailbox": {n: s.get("max_mailbox_depth") for n, s in stats.items()},
+        "overflow_events": ob.get("overflow_events", 0) + tf.get("overflow_events", 0),
+        "stale_marks": sk.get("stale_marks"),
+        "snapshot_requests": sk.get("snapshot_requests"),
+        "books_valid": f"{sk.get('valid_books')}/{sk.get('books')}",
+        "gaps": ob.get("gaps", 0) + tf.get("gaps", 0),
+        "executor_counts": stats["whale_executor"].get("counts"),
+    }
+
+
 def raw_paced(server: ReplayServer, cfg: StreamConfig) -> dict[str, Any]:
     ws = raw_connect(server.ws_url)
     try:
@@ -709,6 +764,7 @@ def pipeline_paced(server: ReplayServer, exchange: ExchangeProcess, creds: Crede
         "frames_per_s": cfg.rate,
         "follows_per_minute": system.ctx.settings.whale_max_trades_per_minute,
     }
+    out["snapshots_applied_s"] = _r(system.snapshots_applied_s)
     if mem_sample:
         out["rss"] = rss
         out["journal"] = journal_size(data_dir)
@@ -885,6 +941,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 server.configure(paced)
                 res["latency_product"] = pipeline_paced(server, exchange, creds, paced, root / "paced-product",
                                                         follow_all=False)
+        if not args.skip_burst:
+            burst = StreamConfig(markets=markets, whale_markets=whales, mode="paced", rate=args.burst_rate,
+                                 duration_s=args.burst_seconds, nonce=nonce + 7)
+            phase(f"burst {args.burst_rate}/s for {args.burst_seconds}s, then idle")
+            server.configure(burst)
+            res["burst"] = pipeline_burst(server, exchange, creds, burst, root / "burst")
         if not args.skip_memory:
             mem_markets, mem_whales = markets_for(args.mem_markets, exchange.tickers)
             mem = StreamConfig(markets=mem_markets, whale_markets=mem_whales, mode="paced", rate=args.mem_rate,
@@ -977,9 +1039,22 @@ def print_table(r: dict[str, Any]) -> None:
                 ("p99 send→trades reader callback / raw p99 (the floor)", ratio(lat["send_to_trades_reader"])),
                 ("p99 send→trades feed handler / raw p99 (one hop)", ratio(lat["send_to_trades_feed"])),
             ]
+    if "burst" in r:
+        b = r["burst"]
+        rows += [
+            (f"burst: {b['target_rate']} msg/s for {b['seconds']} s, overflow policy on",
+             f"{b['frames_sent']:,} frames sent at {b['achieved_rate']:,}/s"),
+            ("  mailboxes empty again after the last frame, s", b["drain_s"]),
+            ("  max mailbox depth by actor", b["max_mailbox"]),
+            ("  overflow events / stale marks / snapshot requests / gaps",
+             f"{b['overflow_events']} / {b['stale_marks']} / {b['snapshot_requests']} / {b['gaps']}"),
+            ("  books valid at the end", b["books_valid"]),
+        ]
     if "memory" in r:
         m = r["memory"]
         rows += [
+            (f"  start → subscribed to {m['markets']} markets at once → all snapshots applied, s (L5)",
+             m["snapshots_applied_s"]),
             (f"memory: {m['frames_per_s']} msg/s, {m['markets']} markets, {m['seconds']} s", ""),
             ("  RSS start / after warm-up / end, MiB",
              f"{m['rss_start_mib']} / {m['rss_after_warmup_mib']} / {m['rss_end_mib']}"),
@@ -1034,6 +1109,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-blast", action="store_true")
     p.add_argument("--skip-latency", action="store_true")
     p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--skip-burst", action="store_true")
+    p.add_argument("--burst-rate", type=int, default=20_000, help="L3 burst rate, msg/s")
+    p.add_argument("--burst-seconds", type=float, default=5.0)
     p.add_argument("--skip-product-run", action="store_true",
                    help="skip the second latency run (the product's own whale limits: few orders)")
     p.add_argument("--whale-window-minutes", type=int, default=None, help="the whale queue's window (default 5)")
