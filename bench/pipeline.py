@@ -1123,6 +1123,7 @@ def main(argv: list[str] | None = None) -> int:
         SETTINGS_OVERRIDES["whale_max_age_seconds"] = args.whale_max_age_seconds
     if args.quick:
         args.blast_frames, args.paced_seconds, args.mem_seconds, args.mem_markets = 30_000, 3.0, 6.0, 100
+        args.burst_seconds = 1.0
     if args.soak:
         args.mem_seconds = 600.0
     if args.switch_interval_ms is not None:
