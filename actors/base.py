@@ -320,6 +320,8 @@ class SupervisedActor(pykka.ThreadingActor):
                 phase=phase,
                 error=text,
                 traceback=format_traceback(exc_type, exc, tb),
+                # An exception class may say a restart cannot fix it (a corrupt journal): no restart loop.
+                permanent=bool(getattr(exc, "permanent", False)),
             )
         )
 

@@ -10,6 +10,10 @@ Pykka has no supervision, so this actor provides it:
 - Restarts follow the restart type, are delayed by a per-child jittered exponential ``Backoff``
   (reset once the child has been up a while) and are scheduled on Ticks — this actor never sleeps.
   More than ``max_restarts`` in ``restart_window`` across the tree (``RestartIntensity``) → ERROR.
+- Permanent failures skip the restart loop: an ``ActorFailed(permanent=True)`` (the exception said a restart
+  cannot fix it, e.g. a corrupt journal) or a ``TradingClientDown(fatal=True)`` (the executor's journal cannot
+  be written) puts the system in ERROR at once with the reason. The child is tried again by the recovery from
+  ERROR (the operator may have fixed the cause); failing again is another ERROR, and repeated ERRORs escalate.
 - It is the only writer of the state machine (``actors.lifecycle``), climbing STARTUP →
   INITIALIZING → ORDERBOOK_CONNECT → (TRADING_CLIENT_CONNECT → KALSHI_DATA_SYNC →) READY from
   readiness reports, falling back to ORDERBOOK_CONNECT when a requirement is lost, timing states out
@@ -401,6 +405,17 @@ class HealthSupervisor(SupervisedActor):
     @handles(ActorFailed)
     def on_actor_failed(self, message: ActorFailed) -> None:
         child = self._current(message.actor, message.generation)
+        if child is not None and message.permanent and child.status == "waiting_restart":
+            # is_alive() saw it dead before this report arrived and scheduled a restart the report says
+            # cannot help: take the restart back.
+            child.last_failure = f"{message.phase}: {message.error}"
+            self.slog.write(
+                "actor_failed", mono_ns=self.now_ns, actor=child.spec.name, generation=child.generation,
+                state_before=self.state.name, reason=child.last_failure, traceback=message.traceback,
+                extra={"phase": message.phase, "permanent": True, "after_liveness_check": True},
+            )
+            self._fail_permanently(child, child.last_failure)
+            return
         if child is None or child.status not in ("starting", "running"):
             # An older generation, or already handled (is_alive saw it first): keep the traceback.
             self.slog.write(
@@ -422,9 +437,9 @@ class HealthSupervisor(SupervisedActor):
             state_before=self.state.name,
             reason=child.last_failure,
             traceback=message.traceback,
-            extra={"phase": message.phase},
+            extra={"phase": message.phase, "permanent": message.permanent},
         )
-        self._child_exited(child, abnormal=True, reason=child.last_failure)
+        self._child_exited(child, abnormal=True, reason=child.last_failure, permanent=message.permanent)
 
     @handles(ActorStopped)
     def on_actor_stopped(self, message: ActorStopped) -> None:
@@ -490,13 +505,25 @@ class HealthSupervisor(SupervisedActor):
 
     @handles(TradingClientDown)
     def on_trading_client_down(self, message: TradingClientDown) -> None:
-        if message.actor == self.cfg.trading_client and self._current(message.actor, message.generation):
-            self.readiness.trading_client_ready = False
-            self.slog.write(
-                "trading_client_down", mono_ns=self.now_ns, actor=message.actor,
-                generation=message.generation, reason=message.reason,
-            )
-            self._advance()
+        child = self._current(message.actor, message.generation)
+        if message.actor != self.cfg.trading_client or child is None:
+            return
+        self.readiness.trading_client_ready = False
+        self.slog.write(
+            "trading_client_down", mono_ns=self.now_ns, actor=message.actor,
+            generation=message.generation, reason=message.reason, extra={"fatal": message.fatal},
+        )
+        if not message.fatal:
+            self._advance()  # it recovers by itself (reconcile retries): wait for TradingClientReady
+            return
+        # It cannot trade again in this incarnation (its journal cannot be written): no waiting in
+        # ORDERBOOK_CONNECT for a TradingClientReady that cannot come.
+        self._enter_error(f"{message.reason} ({message.actor} cannot trade until restarted)")
+        if not self._shut_down and child.status in ("starting", "running") and child.ref is not None:
+            # Stop it now, the way a restart request does (it told its worker to cancel our resting orders;
+            # its cleanup lets that job finish). Once gone it is "stopped", and the recovery from ERROR starts
+            # a new instance, which reopens the journal. Told after the ERROR broadcast, so it sees that too.
+            self._request_stop(child, f"fatal: {message.reason}")
 
     @handles(DataSynced)
     def on_data_synced(self, message: DataSynced) -> None:
@@ -535,17 +562,25 @@ class HealthSupervisor(SupervisedActor):
         self.slog.write("restart_requested", mono_ns=self.now_ns, actor=message.actor, reason=message.reason)
         reason = f"restart requested: {message.reason}"
         if child.status in ("starting", "running") and child.ref is not None:
-            # Ask it to stop and return at once; _check_stopping schedules the replacement once it is gone.
-            child.status = "stopping"
-            child.stop_deadline_ns = self.now_ns + child.spec.shutdown_timeout_ns
-            child.stop_reason = reason
-            child.ping_token = None
-            self._drop_readiness(child)  # the gate closes now, not when the old instance is gone
-            child.stop_future = child.ref.stop(block=False)
+            self._request_stop(child, reason)
             self._advance()
             return True
         self._child_exited(child, abnormal=True, reason=reason, force=True)
         return True
+
+    def _request_stop(self, child: _Child, reason: str) -> None:
+        """Ask a live child to stop and return at once: it is "stopping" until its cleanup is over (or its
+        ``shutdown_timeout`` passes: a zombie); then _check_stopping hands it to _child_exited (force=True),
+        which schedules the replacement — or, in ERROR, leaves it "stopped" for the recovery to start."""
+        ref = child.ref
+        if ref is None:  # callers check; nothing to stop
+            return
+        child.status = "stopping"
+        child.stop_deadline_ns = self.now_ns + child.spec.shutdown_timeout_ns
+        child.stop_reason = reason
+        child.ping_token = None
+        self._drop_readiness(child)  # the gate closes now, not when the old instance is gone
+        child.stop_future = ref.stop(block=False)
 
     def _check_stopping(self) -> None:
         for child in self.children.values():
@@ -666,8 +701,10 @@ class HealthSupervisor(SupervisedActor):
             if child.status in ("starting", "running"):
                 self._tell_child(child, message)
 
-    def _child_exited(self, child: _Child, *, abnormal: bool, reason: str, force: bool = False) -> None:
-        self._handle_exit(child, abnormal=abnormal, reason=reason, force=force)
+    def _child_exited(
+        self, child: _Child, *, abnormal: bool, reason: str, force: bool = False, permanent: bool = False
+    ) -> None:
+        self._handle_exit(child, abnormal=abnormal, reason=reason, force=force, permanent=permanent)
         if child.spec.name == self._in_order:
             self._start_next()  # a child that failed to start does not hold up the ones after it
 
@@ -677,7 +714,7 @@ class HealthSupervisor(SupervisedActor):
         if child.spec.name == self.cfg.trading_client:
             self.readiness.trading_client_ready = False
 
-    def _handle_exit(self, child: _Child, *, abnormal: bool, reason: str, force: bool) -> None:
+    def _handle_exit(self, child: _Child, *, abnormal: bool, reason: str, force: bool, permanent: bool = False) -> None:
         name = child.spec.name
         child.ping_token = None
         self._drop_readiness(child)
@@ -692,6 +729,9 @@ class HealthSupervisor(SupervisedActor):
             if abnormal and child.spec.critical:
                 self._enter_error(f"critical actor {name} failed and is not restarted ({restart_type})")
             self._advance()
+            return
+        if permanent:
+            self._fail_permanently(child, reason)
             return
         if not self.intensity.record(self.now_ns):
             child.status = "failed"
@@ -709,6 +749,20 @@ class HealthSupervisor(SupervisedActor):
             reason=reason, extra={"delay_ms": delay // 1_000_000, "attempt": child.backoff.attempts},
         )
         self._advance()
+
+    def _fail_permanently(self, child: _Child, reason: str) -> None:
+        """A restart cannot fix this failure (a corrupt journal replays the same bytes): ERROR now, not
+        after a restart loop has exhausted the intensity. "failed" children are started again by the
+        recovery from ERROR (the operator may have fixed the cause); failing again is another ERROR,
+        and error_intensity turns repeated ERRORs into SHUTDOWN."""
+        name = child.spec.name
+        child.status = "failed"
+        child.restart_at_ns = None
+        self.slog.write(
+            "restart_refused", mono_ns=self.now_ns, actor=name, generation=child.generation,
+            state_before=self.state.name, reason=reason, extra={"permanent": True},
+        )
+        self._enter_error(f"{name} failed permanently, not restarted: {reason}")
 
     def _run_due_restarts(self) -> None:
         for child in self.children.values():

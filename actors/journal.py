@@ -71,6 +71,10 @@ class JournalError(Exception):
 class JournalCorrupt(JournalError):
     """A record that fails its checks, or a gap in the sequence; ``table``/``seq`` say where."""
 
+    # A restart replays the same bytes: the supervisor goes to ERROR instead of restarting (D3).
+    # Only corruption: an unopenable or full disk (plain JournalError) may heal by itself.
+    permanent = True
+
     def __init__(self, table: str, seq: int | None, problem: str) -> None:
         self.table = table
         self.seq = seq
@@ -182,6 +186,13 @@ class Journal:
             self._conn.close()
             self._release_writer_lock()
             raise
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            self._release_writer_lock()
+            if isinstance(exc, sqlite3.OperationalError):  # locked, I/O error, ...: may pass; a restart may help
+                raise JournalError(f"cannot initialise journal {self.path}: {exc}") from None
+            # "file is not a database", "malformed": the file itself is bad and stays bad (permanent).
+            raise JournalCorrupt("database", None, f"{self.path.name}: {exc}") from None
         except (OSError, sqlite3.Error) as exc:
             self._conn.close()
             self._release_writer_lock()
@@ -443,6 +454,8 @@ class Journal:
         try:
             with self._lock:
                 rows = self._conn.execute(f"SELECT * FROM ({union}) ORDER BY 1").fetchall()
+        except sqlite3.OperationalError as exc:  # locked, I/O error: not proof of a corrupt file
+            raise JournalError(f"journal unreadable: {exc}") from None
         except sqlite3.DatabaseError as exc:
             raise JournalCorrupt("database", None, str(exc)) from None
         expected = 1

@@ -2,9 +2,11 @@
 
 It is what a postmortem reads, so every line stands alone: ``ts`` (RFC 3339 UTC), ``mono_ns``,
 ``event``, ``actor``, ``generation``, ``state_before``, ``state_after``, ``reason``, ``traceback``,
-``extra`` (a small JSON object). Events: state, actor_started, actor_stopped, actor_failed,
-restart_scheduled, restart, hang, escalation, gate, feed_up, feed_down, feed_gap, transition_refused,
-shutdown.
+``extra`` (a small JSON object). Events: state, degraded, gate, actor_spawned, actor_started, actor_stopped,
+actor_failed (``extra.permanent``), actor_dead, failure_report, restart_scheduled, restart, restart_requested,
+restart_refused (a permanent failure: no restart, ERROR at once), hang, stop_timeout, zombie, zombie_gone,
+escalation, feed_up, feed_down, feed_gap, trading_client_up, trading_client_down (``extra.fatal``), data_synced,
+transition_refused, shutdown.
 """
 
 from __future__ import annotations

@@ -63,6 +63,8 @@ class ActorFailed(Message):
     """An exception escaped ``setup()``, a handler or ``cleanup()``; the actor is (being) stopped.
 
     ``error`` is an escaped, length-limited one-line text; ``traceback`` is the formatted traceback.
+    ``permanent``: the exception said a restart cannot fix it (``permanent = True`` on its class, e.g.
+    ``actors.journal.JournalCorrupt``): the supervisor goes to ERROR at once instead of restarting.
     """
 
     actor: str
@@ -70,6 +72,7 @@ class ActorFailed(Message):
     phase: FailurePhase
     error: str
     traceback: str
+    permanent: bool = False
 
 
 @message
@@ -111,9 +114,14 @@ class TradingClientReady(Message):
 
 @message
 class TradingClientDown(Message):
+    """The trading client cannot trade now. ``fatal``: not in this incarnation either (its journal cannot be
+    written): the supervisor goes to ERROR at once and restarts it on recovery, instead of waiting for a
+    ``TradingClientReady`` that cannot come."""
+
     actor: str
     generation: int
     reason: str
+    fatal: bool = False
 
 
 @message

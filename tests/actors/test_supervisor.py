@@ -564,3 +564,223 @@ def test_children_can_be_built_from_a_configured_class(tmp_path, clock):
     trading_without_client = ActorSystemConfig(supervisor=SupervisorConfig(trading_enabled=True), children=())
     with pytest.raises(ConfigError, match="trading_client"):
         HealthSupervisor.start(trading_without_client, data_dir=tmp_path, clock_ns=clock)
+
+
+# --- permanent failures (D3, F22): ERROR at once, no restart loop ------------------------------------
+
+CORRUPT_TEXT = "journal corrupt at decisions seq 7: checksum mismatch"
+FULL_TEXT = "journal: JournalError: journal write failed (batch): database or disk is full"
+
+
+def corrupt_journal_factory(probes, name):
+    """A probe whose setup() raises the journal's own JournalCorrupt while ``fail_setup_times`` lasts."""
+    from actors.journal import JournalCorrupt
+    from tests.actors.conftest import Probe
+
+    class CorruptJournalProbe(Probe):
+        def setup(self) -> None:
+            if self.control.fail_setup_times > 0:
+                self.control.fail_setup_times -= 1
+                self.probe_log.add("setup_failed", self.name, self.generation)
+                raise JournalCorrupt("decisions", 7, "checksum mismatch")
+            super().setup()
+
+    control = probes.control(name)
+
+    def start(child, generation, supervisor, peers):
+        return CorruptJournalProbe.start(child, generation, supervisor, peers, {}, probe_log=probes.log,
+                                         control=control)
+
+    return start
+
+
+def with_corrupt(probes, name):
+    """Make ``probes.factories`` build ``name`` as a CorruptJournalProbe (the rest as plain probes)."""
+    plain = probes.factories
+    probes.factories = lambda names: {**plain(names), name: corrupt_journal_factory(probes, name)}
+
+
+def test_permanent_start_failure_goes_to_error_at_once_without_restarts(system, probes, clock, tmp_path):
+    probes.control("whale_executor").fail_setup_times = 1
+    with_corrupt(probes, "whale_executor")
+    ref, exits = system([spec("a", 10), spec("whale_executor", 20), spec("c", 30)])
+    wait_state(ref, "ERROR")
+    s = stats(ref)
+    executor = s["children"]["whale_executor"]
+    assert (executor["status"], executor["generation"], executor["restarts"]) == ("failed", 1, 0)
+    assert s["state_reason"].startswith("whale_executor failed permanently")
+    assert CORRUPT_TEXT in s["state_reason"] and CORRUPT_TEXT in executor["last_failure"]
+    assert s["gate_open"] is False and s["total_restarts"] == 0
+    assert probes.log.received("a", SystemStateChanged)[-1].state == "ERROR"
+    assert len(probes.log.events("cleanup", "whale_executor")) == 1
+    # No restart before the cool-down: ticks in ERROR spawn nothing (the ordered start stopped too).
+    for _ in range(3):
+        clock.tick(ref, 5)
+    s = stats(ref)
+    assert s["state"] == "ERROR" and s["children"]["whale_executor"]["generation"] == 1
+    assert s["children"]["c"]["generation"] == 0
+    assert exits == []
+    # The supervisor log says why, with the location, and that no restart was scheduled.
+    [failed] = log_events(tmp_path, "actor_failed")
+    assert failed["extra"] == {"phase": "on_start", "permanent": True} and CORRUPT_TEXT in failed["reason"]
+    assert "JournalCorrupt" in failed["traceback"]
+    [refused] = log_events(tmp_path, "restart_refused")
+    assert refused["actor"] == "whale_executor" and CORRUPT_TEXT in refused["reason"]
+    assert log_events(tmp_path, "restart_scheduled") == [] and log_events(tmp_path, "restart") == []
+    [error] = [e for e in log_events(tmp_path, "state") if e["state_after"] == "ERROR"]
+    assert error["state_before"] == "INITIALIZING" and CORRUPT_TEXT in error["reason"]
+
+
+def test_a_transient_start_failure_is_still_restarted(system, probes, clock):
+    # The same child failing with an ordinary error (not permanent) keeps the restart policy.
+    probes.control("b").fail_setup_times = 1
+    ref, _ = system([spec("a", 10), spec("b", 20)])
+    wait_for(lambda: stats(ref)["children"]["b"]["status"] == "waiting_restart", T, message="restart scheduled")
+    assert stats(ref)["state"] == "INITIALIZING"
+
+
+def test_permanently_failed_child_is_tried_again_after_the_cool_down(system, probes, clock, tmp_path):
+    probes.control("whale_executor").fail_setup_times = 1  # the operator fixes the file during the cool-down
+    with_corrupt(probes, "whale_executor")
+    ref, exits = system([spec("a", 10), spec("whale_executor", 20), spec("c", 30)], error_cooldown_ns=30 * NS)
+    wait_state(ref, "ERROR")
+    clock.tick(ref, 29)
+    assert stats(ref)["state"] == "ERROR"
+    clock.tick(ref, 2)
+    wait_state(ref, "READY", "recovered after the cool-down")
+    s = stats(ref)
+    assert s["children"]["whale_executor"]["generation"] == 2 and s["children"]["c"]["generation"] == 1
+    assert s["gate_open"] is True and exits == []
+    path = [(e["state_before"], e["state_after"]) for e in log_events(tmp_path, "state")]
+    assert ("ERROR", "STARTUP") in path and path[-1] == ("ORDERBOOK_CONNECT", "READY")
+
+
+def test_repeated_permanent_failure_escalates_to_shutdown(system, probes, clock, tmp_path):
+    probes.control("whale_executor").fail_setup_times = 100  # never fixed
+    with_corrupt(probes, "whale_executor")
+    ref, exits = system([spec("a", 10), spec("whale_executor", 20)], error_cooldown_ns=30 * NS, max_errors=3,
+                        error_window_ns=600 * NS)
+    wait_state(ref, "ERROR")
+    for attempt in (2, 3, 4):
+        clock.tick(ref, 31)  # the cool-down is over: recovery tries the executor again, which fails again
+        wait_for(lambda a=attempt: stats(ref)["children"]["whale_executor"]["generation"] == a, T,
+                 message=f"attempt {attempt}")
+        if attempt < 4:
+            wait_state(ref, "ERROR", f"ERROR again after attempt {attempt}")
+    # The fourth ERROR within the window is past max_errors=3: SHUTDOWN with exit code 70, no restart ever.
+    wait_state(ref, "SHUTDOWN")
+    wait_for(lambda: exits, T, message="on_exit called")
+    assert exits == [EXIT_ESCALATED] and stats(ref)["exit_code"] == EXIT_ESCALATED
+    assert stats(ref)["children"]["whale_executor"]["restarts"] == 0
+    assert log_events(tmp_path, "restart_scheduled") == []
+    errors = [e for e in log_events(tmp_path, "state") if e["state_after"] == "ERROR"]
+    assert len(errors) == 4 and all(CORRUPT_TEXT in e["reason"] for e in errors)
+    [escalation] = log_events(tmp_path, "escalation")
+    assert "more than 3 ERRORs" in escalation["reason"] and CORRUPT_TEXT in escalation["reason"]
+    assert len(probes.log.events("setup_failed", "whale_executor")) == 4
+
+
+def _climb_to_ready(ref, generation):
+    ref.tell(TradingClientReady(actor="whale_executor", generation=generation))
+    wait_state(ref, "KALSHI_DATA_SYNC")
+    ref.tell(DataSynced(actor="whale_executor", generation=generation, at_ms=generation))
+    wait_state(ref, "READY")
+
+
+def test_fatal_trading_client_down_means_error_and_recovery_restarts_the_executor(system, probes, clock, tmp_path):
+    from messages.control import TradingClientDown
+
+    specs = [spec("a", 10), spec("whale_executor", 20), spec("book", 30, feed=True, critical=True)]
+    ref, exits = system(specs, trading_enabled=True, sync_targets=("whale_executor",), error_cooldown_ns=30 * NS)
+    wait_state(ref, "ORDERBOOK_CONNECT")
+    ref.tell(FeedReady(feed="book", generation=1, conn_id=1))
+    _climb_to_ready(ref, 1)
+    # A down that is not fatal (e.g. a failed reconcile) only drops readiness: the executor recovers by itself.
+    ref.tell(TradingClientDown(actor="whale_executor", generation=1, reason="reconcile: timeout"))
+    wait_state(ref, "TRADING_CLIENT_CONNECT")
+    _climb_to_ready(ref, 1)
+    executor = _peer(ref, "whale_executor")
+
+    ref.tell(TradingClientDown(actor="whale_executor", generation=0, reason=FULL_TEXT, fatal=True))  # stale
+    assert stats(ref)["state"] == "READY"
+    ref.tell(TradingClientDown(actor="whale_executor", generation=1, reason=FULL_TEXT, fatal=True))
+    wait_state(ref, "ERROR")
+    s = stats(ref)
+    assert s["state_reason"].startswith(FULL_TEXT) and "whale_executor" in s["state_reason"]
+    assert s["gate_open"] is False
+    # The executor with the dead journal is stopped now (no waiting for a TradingClientReady that cannot
+    # come); it saw ERROR and the closed gate before its cleanup ran.
+    wait_for(lambda: stats(ref)["children"]["whale_executor"]["status"] == "stopped", T, message="executor stopped")
+    assert not executor.is_alive() and stats(ref)["children"]["whale_executor"]["generation"] == 1
+    gen1 = [e for e in probes.log.events(None, "whale_executor") if e[2] == 1]
+    assert gen1[-1][0] == "cleanup" and len(probes.log.events("cleanup", "whale_executor")) == 1
+    told = [e[3] for e in gen1 if e[0] == "message"]
+    assert any(isinstance(m, SystemStateChanged) and m.state == "ERROR" and m.reason.startswith(FULL_TEXT)
+               for m in told)
+    assert isinstance(told[-1], TradingGateChanged) and told[-1].open is False
+    [down] = [e for e in log_events(tmp_path, "trading_client_down") if e["extra"]["fatal"]]
+    assert down["reason"] == FULL_TEXT and down["generation"] == 1
+    [error] = [e for e in log_events(tmp_path, "state") if e["state_after"] == "ERROR"]
+    assert error["state_before"] == "READY" and error["reason"].startswith(FULL_TEXT)
+    clock.tick(ref, 10)
+    assert stats(ref)["state"] == "ERROR" and stats(ref)["children"]["whale_executor"]["generation"] == 1
+
+    # After the cool-down a new executor (a new journal) starts; the system climbs again once it is ready.
+    clock.tick(ref, 21)
+    wait_for(lambda: stats(ref)["children"]["whale_executor"]["generation"] == 2, T, message="executor restarted")
+    wait_state(ref, "TRADING_CLIENT_CONNECT")
+    _climb_to_ready(ref, 2)
+    s = stats(ref)
+    assert s["gate_open"] is True and s["children"]["book"]["generation"] == 1 and exits == []
+
+
+def test_a_permanent_report_arriving_after_the_liveness_check_takes_the_restart_back(tmp_path):
+    """is_alive() may see the child dead before its ActorFailed is handled (a Tick queued first): the
+    report still stops the scheduled restart. Driven through the handlers, without threads."""
+    from actors.lifecycle import State
+    from messages.control import ActorFailed, ActorStarted, Shutdown, Tick
+
+    class FakeRef:
+        def __init__(self) -> None:
+            self.alive = True
+
+        def tell(self, msg) -> None:
+            pass
+
+        def is_alive(self) -> bool:
+            return self.alive
+
+        def stop(self, block=True, timeout=None):
+            self.alive = False
+            return True
+
+    refs: list[FakeRef] = []
+
+    def factory(name, generation, supervisor, peers):
+        refs.append(FakeRef())
+        return refs[-1]
+
+    cfg = ActorSystemConfig(
+        supervisor=SupervisorConfig(backoff_initial_ns=NS, backoff_jitter=0.0, ping_interval_ns=10**6 * NS,
+                                    trading_enabled=False, notify=()),
+        children=(spec("a", 1), spec("b", 2)),
+    )
+    sup = HealthSupervisor(cfg, {"a": factory, "b": factory}, data_dir=tmp_path, clock_ns=lambda: 0)
+    try:
+        sup.on_start()
+        for name in ("a", "b"):
+            sup.on_receive(ActorStarted(actor=name, generation=1))
+        assert sup.state is State.READY
+        refs[1].alive = False  # b died in setup(); its report is still queued behind a Tick
+        sup.on_receive(Tick(now_mono_ns=NS // 2, now_wall_ms=0))
+        assert sup.children["b"].status == "waiting_restart"
+        sup.on_receive(ActorFailed(actor="b", generation=1, phase="on_start", error=CORRUPT_TEXT, traceback="",
+                                   permanent=True))
+        child = sup.children["b"]
+        assert sup.state is State.ERROR and child.status == "failed" and child.restart_at_ns is None
+        assert CORRUPT_TEXT in sup.state_reason
+        sup.on_receive(Tick(now_mono_ns=5 * NS, now_wall_ms=0))  # past the 1 s backoff: still no restart
+        assert len(refs) == 2 and child.generation == 1
+    finally:
+        sup.on_receive(Shutdown(reason="test over"))
+        sup.slog.close()

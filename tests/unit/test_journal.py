@@ -232,8 +232,9 @@ def test_unreadable_body_with_a_matching_checksum_is_refused(tmp_path):
 
 def test_garbage_file_is_refused(tmp_path):
     (tmp_path / JOURNAL_FILE).write_bytes(b"this is not a database" * 200)
-    with pytest.raises(JournalError):
+    with pytest.raises(JournalCorrupt) as refused:
         Journal(tmp_path)
+    assert refused.value.permanent  # a restart cannot fix the file: the supervisor goes to ERROR at once (D3)
 
 
 def test_torn_tail_loses_only_the_unfinished_transaction(tmp_path):
