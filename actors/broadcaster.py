@@ -463,12 +463,15 @@ class Broadcaster(SupervisedActor):
             "request_id": message.request_id,
             "canceled": list(message.canceled),
             "failed": list(message.failed),
+            "filled": list(message.filled),  # filled before the cancel reached them (F17): not canceled
             "canceled_count": len(message.canceled),
             "failed_count": len(message.failed),
+            "filled_count": len(message.filled),
             "detail": message.detail,
         }
         self.last_cleanup = body
-        self._activity("cleanup", f"cleanup: {len(message.canceled)} canceled, {len(message.failed)} failed",
+        filled = f", {len(message.filled)} had filled" if message.filled else ""
+        self._activity("cleanup", f"cleanup: {len(message.canceled)} canceled, {len(message.failed)} failed{filled}",
                        self.now_wall_ms, metadata=body)
         if message.request_id in self.cleanups_pending:
             self.cleanups_pending.discard(message.request_id)

@@ -18,6 +18,10 @@ unknown        timeout, reset, 5xx, unreadable answer: the order may or may not 
 not_sent       the connection could not be opened: nothing reached the exchange (safe to retry)
 rate_limited   429: no order was created; back off
 =============  ===========================================================================================
+
+Cancels never raise: each order ends up ``canceled``, ``failed`` or — when Kalshi answers 404, which it does
+for unknown, canceled and executed orders alike — read back by id and filed as ``filled`` / ``canceled`` /
+``gone`` (F17: a fill that beat our cancel is a fill, not an error).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Any, Callable, Protocol
 
 from kalshi.book import OrderBook
 from kalshi.fees import FeeSchedule
-from kalshi.units import COUNT_ONE
+from kalshi.units import COUNT_ONE, format_count
 from messages.account import FillReceived, PositionChanged
 from messages.execution import (
     PLACE_STATUSES,
@@ -184,19 +188,58 @@ class ExchangeVenue:
             raise VenueError(f"reading resting orders failed: {exc}") from None
 
     def cancel(self, order_ids: tuple[tuple[str, str], ...]) -> CancelReport:
+        """Cancel each order. A 404 (Kalshi answers ``not_found`` for unknown, canceled AND executed orders)
+        is resolved by reading the order back, so a fill that beat our cancel is reported as filled (F17)."""
         from kalshi import rest as R
 
-        canceled, gone, failed, problems = [], [], [], []
+        canceled: list[str] = []
+        gone: list[str] = []
+        failed: list[str] = []
+        filled: list[FoundOrder] = []
+        notes: list[str] = []
         for order_id, market in order_ids:
             try:
                 self.rest.cancel_order(order_id, ticker=market)
                 canceled.append(order_id)
+                continue
             except R.NotFoundError:
-                gone.append(order_id)  # filled or canceled meanwhile (F17)
+                pass
             except R.KalshiApiError as exc:
                 failed.append(order_id)
-                problems.append(str(exc))
-        return CancelReport(canceled=tuple(canceled), gone=tuple(gone), failed=tuple(failed), detail="; ".join(problems)[:500])
+                notes.append(f"{order_id}: {exc}")
+                continue
+            kind, found, note = self._after_404(order_id)
+            if kind == "filled" and found is not None:
+                filled.append(found)
+            elif kind == "canceled":
+                canceled.append(order_id)
+            else:
+                gone.append(order_id)
+            notes.append(f"{order_id}: {note}")
+        return CancelReport(canceled=tuple(canceled), gone=tuple(gone), failed=tuple(failed), filled=tuple(filled),
+                            detail="; ".join(notes)[:500])
+
+    def _after_404(self, order_id: str) -> tuple[str, FoundOrder | None, str]:
+        """Why a cancel answered 404: ("filled" | "canceled" | "gone", the order read back, a note)."""
+        from kalshi import rest as R
+
+        try:
+            order = self.rest.get_order(order_id)
+        except R.NotFoundError:
+            return "gone", None, "not found on cancel nor on read-back"
+        except Exception as exc:  # noqa: BLE001 - a read-back failure must not turn a cancel into a crash
+            return "gone", None, f"not found on cancel; read-back failed ({error_text(exc)[:150]})"
+        if order.order_id != order_id:
+            # Kalshi's 2026-05-21 notice: answers may describe another order. Trust neither.
+            return "gone", None, "not found on cancel; read-back described another order"
+        found = _found(order)
+        if order.status == "executed":
+            return "filled", found, f"filled ({format_count(order.fill_count)}) before the cancel"
+        if order.status == "canceled":
+            extra = f", {format_count(order.fill_count)} filled before" if order.fill_count else ""
+            return "canceled", found, f"already canceled{extra}"
+        # "resting" here is the documented stale read after a cancel: the matcher said it is not resting.
+        return "gone", found, f"not found on cancel; read-back says {order.status} (stale)"
 
     def create_order_group(self, contracts_limit: int) -> str | None:
         from kalshi import rest as R
@@ -280,6 +323,7 @@ class PaperVenue:
         self.broker = broker if broker is not None else PaperBroker(self._fee_source)
         self._books = book_source
         self._clock = clock_ms
+        self._client_ids: dict[str, str] = {}  # order_id -> client_order_id (the broker keys by the latter)
 
     def place(self, plan: OrderPlan, order_group_id: str | None) -> PlaceOutcome:
         base = {"client_order_id": plan.client_order_id, "market": plan.market}
@@ -293,6 +337,7 @@ class PaperVenue:
         if not result.accepted or result.order is None:
             return PlaceOutcome(status="rejected", status_code=400, code=result.reject_code, detail=result.reject_reason, **base)
         order = result.order
+        self._client_ids[order.order_id] = plan.client_order_id
         fills = order.fill_count
         position = self.broker.position(plan.market)
         return PlaceOutcome(
@@ -327,7 +372,21 @@ class PaperVenue:
         return ()  # paper orders are IOC/FOK: nothing ever rests
 
     def cancel(self, order_ids: tuple[tuple[str, str], ...]) -> CancelReport:
-        return CancelReport(gone=tuple(o for o, _ in order_ids))
+        """Nothing rests on paper, so every cancel is a "404": classified like the exchange venue does."""
+        canceled: list[str] = []
+        gone: list[str] = []
+        filled: list[FoundOrder] = []
+        for order_id, _ in order_ids:
+            coid = self._client_ids.get(order_id)
+            order = self.broker.order(coid) if coid is not None else None
+            if order is None:
+                gone.append(order_id)
+            elif order.status == "executed":
+                filled.append(_found(order))
+            else:
+                canceled.append(order_id)  # an IOC/FOK remainder the paper exchange canceled
+        return CancelReport(canceled=tuple(canceled), gone=tuple(gone), filled=tuple(filled),
+                            detail="paper: nothing rests" if order_ids else "")
 
     def create_order_group(self, contracts_limit: int) -> str | None:
         return None

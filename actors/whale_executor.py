@@ -27,19 +27,22 @@ Outcomes (reliability rules 1, 2, 7, 12; F06–F08, F16–F18, F20):
 - 429 → jittered exponential backoff for every new order (no tokens meanwhile; whales age out as
   ``skipped_age`` instead of bursting later); the 429'd order is retried only while its whale is fresh.
 
-Start (setup): open the journal (a corrupt or unopenable journal fails setup: the supervisor sees it and the
-system cannot trade), replay it (evaluated whales, token bucket history, pending intents), then in the
+Start (setup): open the journal (a corrupt journal — ``JournalCorrupt``, marked permanent — fails setup and the
+supervisor goes to ERROR at once with its table and seq, D3; an unopenable one fails setup and is restarted), replay it (evaluated whales, token bucket history, pending intents), then in the
 worker: resolve every pending intent by client_order_id, create the session's order group
 (settings.order_group_contracts_limit) that our orders carry, cancel orphaned resting orders (not in that
 group) when settings.cleanup_on_startup; then ``TradingClientReady``. Failure → ``TradingClientDown`` and a
 retry after ``reconcile_retry_s``.
 
 Journal write failure: trading stops for good in this incarnation — the gate is kept closed locally,
-resting orders are canceled, and the supervisor is told ``TradingClientDown(reason="journal: ...")``. The
-executor keeps running (so cancels and cleanup still work); a restart reopens the journal.
+resting orders are canceled, and the supervisor is told ``TradingClientDown(reason="journal: ...", fatal=True)``
+(F22): it goes to ERROR with that reason and stops this executor once the cancels it queued are done; recovery
+after the ERROR cool-down starts a new one, which reopens the journal.
 
 Gate closed, or the system in ERROR: our resting orders are canceled (cancels are allowed while blocked).
 ``CleanupRequested`` cancels orphaned (or all) resting orders and answers ``CleanupCompleted`` to reply_to.
+A cancel that lost the race to a fill (F17: the venue reads a 404'd order back) is a fill, not a cancel: logged,
+reported under ``CleanupCompleted.filled``, its market held, and the state keeper told ``SyncAccount``.
 ``SyncAccount`` (only sent if actor_config.toml's sync_targets lists whale_executor) reads balance,
 positions and orders through the venue and answers ``DataSynced``.
 cleanup(): reset the order group (best effort), stop the worker (bounded join), close the journal.
@@ -53,6 +56,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Callable, Iterable
 
+from kalshi.units import format_count
 from messages.account import FillReceived
 from messages.control import (
     DataSynced,
@@ -592,6 +596,8 @@ class WhaleExecutor(SupervisedActor):
         if report.canceled is not None and (report.canceled.canceled or report.canceled.failed):
             log.info("%s: start-up cleanup canceled %d orphaned orders (%d failed)", self.name,
                      len(report.canceled.canceled), len(report.canceled.failed))
+        if report.canceled is not None:
+            self._cancel_races(report.canceled, "start-up cleanup")
         if report.cancel_error:
             log.warning("%s: start-up cleanup failed: %s", self.name, report.cancel_error)
         self.ready = True
@@ -620,8 +626,25 @@ class WhaleExecutor(SupervisedActor):
             r = msg.result
             if r.canceled or r.failed:
                 log.info("%s: canceled %d resting orders (%d failed)", self.name, len(r.canceled), len(r.failed))
+            self._cancel_races(r, "cancel")
         else:
             log.warning("%s: canceling resting orders failed: %s", self.name, msg.error)
+
+    def _cancel_races(self, r: CancelReport, why: str) -> None:
+        """F17: orders that filled before our cancel reached them are fills, not errors. The market counts as
+        held at once and the state keeper re-reads positions and fills over REST now (the fill stream may lag
+        or be down); an order whose 404 could not be explained (``gone``) may have filled too."""
+        now_ns = self._now_ns()
+        for order in r.filled:
+            self._count("cancel_raced_fill")
+            self.filled_markets[order.market] = now_ns
+            log.info("%s: order %s in %s had filled (%s contracts) before our cancel (%s)", self.name,
+                     order.order_id, order.market, format_count(order.fill_count), why)
+        if r.gone:
+            self._count("cancel_gone")
+            log.info("%s: %d orders were gone on cancel (%s): %s", self.name, len(r.gone), why, r.detail)
+        if r.filled or r.gone:
+            self.peers.tell("state_keeper", SyncAccount(reason=f"{self.name}: cancel raced a fill ({why})"))
 
     def _on_cleanup_done(self, msg: VenueJobDone) -> None:
         request = self._cleanups.pop(msg.job_id, None)
@@ -629,7 +652,10 @@ class WhaleExecutor(SupervisedActor):
             return
         if isinstance(msg.result, CancelReport):
             r = msg.result
-            reply = CleanupCompleted(request_id=request.request_id, canceled=r.canceled + r.gone, failed=r.failed, detail=r.detail)
+            self._cancel_races(r, "cleanup")
+            # A filled order was not canceled: it is reported under ``filled`` only.
+            reply = CleanupCompleted(request_id=request.request_id, canceled=r.canceled + r.gone, failed=r.failed,
+                                     detail=r.detail, filled=r.filled_ids)
         else:
             reply = CleanupCompleted(request_id=request.request_id, canceled=(), failed=(), detail=f"cleanup failed: {msg.error}")
         self.peers.tell(request.reply_to, reply)
@@ -975,7 +1001,9 @@ class WhaleExecutor(SupervisedActor):
     def _journal_down(self, text: str) -> None:
         self.journal_failed = text
         log.error("%s: journal write failed, trading stops: %s", self.name, text)
-        self.tell_supervisor(TradingClientDown(actor=self.name, generation=self.generation, reason=f"journal: {text}"[:300]))
+        # fatal: this incarnation cannot trade again; the supervisor goes to ERROR and restarts us on recovery.
+        self.tell_supervisor(TradingClientDown(actor=self.name, generation=self.generation,
+                                               reason=f"journal: {text}"[:300], fatal=True))
         self._cancel_resting("journal failure")
 
     # --- stats ----------------------------------------------------------------------------------

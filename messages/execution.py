@@ -85,10 +85,20 @@ class FoundOrder:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CancelReport:
-    canceled: tuple[str, ...] = ()
-    gone: tuple[str, ...] = ()  # 404 on cancel: already filled or canceled (F17), not an error
-    failed: tuple[str, ...] = ()
+    """What a batch of cancels came to. A 404 on cancel is never an error (F17): the venue reads the order
+    back and files it under ``filled`` (executed before our cancel arrived: the position changed),
+    ``canceled`` (canceled by someone else: nothing rests) or ``gone`` (absent, or the read-back failed or
+    was inconclusive — ``detail`` says which; treat like "may have filled": re-sync the account)."""
+
+    canceled: tuple[str, ...] = ()  # order ids no longer resting because of a cancel (ours or another's)
+    gone: tuple[str, ...] = ()  # 404 on cancel and the read-back could not say why
+    failed: tuple[str, ...] = ()  # the cancel itself failed: the order may still rest
     detail: str = ""
+    filled: tuple[FoundOrder, ...] = ()  # 404 on cancel because the order had fully filled (read back)
+
+    @property
+    def filled_ids(self) -> tuple[str, ...]:
+        return tuple(o.order_id for o in self.filled)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

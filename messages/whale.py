@@ -340,6 +340,7 @@ class CleanupRequested(Message):
 @message
 class CleanupCompleted(Message):
     request_id: int
-    canceled: tuple[str, ...]  # order ids
+    canceled: tuple[str, ...]  # order ids no longer resting and not filled (canceled, or gone on a 404)
     failed: tuple[str, ...]
     detail: str
+    filled: tuple[str, ...] = ()  # order ids that had filled before the cancel reached them (F17)

@@ -339,6 +339,7 @@ def test_journal_write_failure_stops_trading(rig, monkeypatch):
     wait_for(lambda: rig.rec.got("supervisor", TradingClientDown), message="TradingClientDown")
     down = rig.rec.got("supervisor", TradingClientDown)[0]
     assert down.reason.startswith("journal:") and "disk full" in down.reason
+    assert down.fatal  # the supervisor goes to ERROR at once (F22)
     b = whale("EVT-B", "yes", 5500, 200, rig.clock.wall_ms())
     rig.tell(BookViewsUpdated(views=(book("EVT-B"),)), queue_update(a, b))
     rig.tick(1)
@@ -781,3 +782,232 @@ def test_a_restart_remembers_only_recent_evaluated_whales(tmp_path):
         assert rig.decisions() == [] and rig.venue.place_count() == 0  # decided before the restart
     finally:
         rig.close()
+
+
+# --- F17: a cancel that races a fill ----------------------------------------------------------------
+
+def _wire_order(order_id: str, status: str, filled: int, remaining: int, ticker: str = "EVT-R") -> object:
+    """A Kalshi order as GET /portfolio/orders/{id} returns it (era C), decoded by the real wire decoder."""
+    from kalshi.units import format_count
+    from kalshi.wire import bodies as B
+
+    return B.decode_order_response({"order": {
+        "order_id": order_id, "client_order_id": f"c-{order_id}", "ticker": ticker, "side": "yes", "action": "buy",
+        "outcome_side": "yes", "book_side": "bid", "type": "limit", "status": status,
+        "yes_price_dollars": "0.4000", "no_price_dollars": "0.6000",
+        "initial_count_fp": format_count(filled + remaining), "fill_count_fp": format_count(filled),
+        "remaining_count_fp": format_count(remaining), "taker_fill_cost_dollars": "0.000000",
+        "maker_fill_cost_dollars": "0.000000", "taker_fees_dollars": "0.000000", "maker_fees_dollars": "0.000000",
+        "expiration_time": None, "created_time": "2026-11-24T15:02:03.120001Z",
+        "last_update_time": "2026-11-24T15:02:03.123504Z", "self_trade_prevention_type": "taker_at_cross",
+        "order_group_id": None, "cancel_order_on_pause": False, "subaccount_number": 0, "exchange_index": 0,
+    }})
+
+
+class _CancelRest:
+    """A KalshiRest stand-in for cancels: ``cancels``/``reads`` map an order id to an exception to raise or a
+    value to return (absent from ``cancels`` → a 200)."""
+
+    def __init__(self, cancels: dict, reads: dict) -> None:
+        self.cancels, self.reads = cancels, reads
+        self.cancel_calls: list[tuple[str, str | None]] = []
+        self.read_calls: list[str] = []
+
+    def cancel_order(self, order_id, ticker=None):
+        self.cancel_calls.append((order_id, ticker))
+        step = self.cancels.get(order_id)
+        if isinstance(step, BaseException):
+            raise step
+        return step
+
+    def get_order(self, order_id):
+        self.read_calls.append(order_id)
+        step = self.reads[order_id]
+        if isinstance(step, BaseException):
+            raise step
+        return step
+
+    def close(self):
+        pass
+
+
+def _not_found():
+    from kalshi import rest as R
+
+    # The exact body Kalshi demo answered to a cancel of an executed order (orders__cancel_executed).
+    return R.parse_error_body(404, b'{"error":{"code":"not_found","message":"not found","service":"exchange"}}',
+                              method="DELETE", path="/portfolio/events/orders/x")
+
+
+def test_exchange_venue_classifies_a_404_on_cancel_by_reading_the_order_back():
+    from kalshi import rest as R
+
+    rest = _CancelRest(
+        cancels={"ok": None, "filled": _not_found(), "other": _not_found(), "absent": _not_found(),
+                 "read-500": _not_found(), "read-bug": _not_found(), "wrong": _not_found(), "stale": _not_found(),
+                 "boom": R.ServerError(503, "service_unavailable", "maintenance")},
+        reads={
+            "filled": _wire_order("filled", "executed", 3 * COUNT_ONE, 0),
+            "other": _wire_order("other", "canceled", COUNT_ONE, 0),
+            "absent": _not_found(),
+            "read-500": R.ServerError(500, "internal", "boom"),
+            "read-bug": RuntimeError("decoder bug"),
+            "wrong": _wire_order("someone-else", "executed", COUNT_ONE, 0),
+            "stale": _wire_order("stale", "resting", 0, COUNT_ONE),
+        },
+    )
+    ids = ("ok", "filled", "other", "absent", "read-500", "read-bug", "wrong", "stale", "boom")
+    report = ExchangeVenue(rest).cancel(tuple((i, "EVT-R") for i in ids))
+    assert report.canceled == ("ok", "other")  # "other": canceled by someone else, nothing rests
+    assert [(o.order_id, o.market, o.status, o.fill_count, o.remaining_count) for o in report.filled] == [
+        ("filled", "EVT-R", "executed", 3 * COUNT_ONE, 0)]
+    assert report.filled_ids == ("filled",)
+    assert report.gone == ("absent", "read-500", "read-bug", "wrong", "stale")
+    assert report.failed == ("boom",)
+    # Only the 404s are read back; a 503 on cancel is a failure, not a reason to read.
+    assert rest.read_calls == ["filled", "other", "absent", "read-500", "read-bug", "wrong", "stale"]
+    assert [c for c, _ in rest.cancel_calls] == list(ids) and {t for _, t in rest.cancel_calls} == {"EVT-R"}
+    d = report.detail
+    assert "filled: filled (3.00) before the cancel" in d
+    assert "other: already canceled, 1.00 filled before" in d
+    assert "absent: not found on cancel nor on read-back" in d
+    assert "read-500: not found on cancel; read-back failed (ServerError" in d
+    assert "read-bug: not found on cancel; read-back failed (RuntimeError: decoder bug)" in d
+    assert "wrong: not found on cancel; read-back described another order" in d
+    assert "stale: not found on cancel; read-back says resting (stale)" in d
+    assert "boom: HTTP 503" in d
+
+
+def test_the_real_cancel_of_an_executed_order_is_a_not_found(wire_dir):
+    from kalshi import rest as R
+
+    meta = json.loads((wire_dir / "orders__cancel_executed.meta.json").read_text())
+    body = (wire_dir / "orders__cancel_executed.json").read_bytes()
+    exc = R.parse_error_body(meta["status"], body, method=meta["method"], path=meta["path"])
+    assert isinstance(exc, R.NotFoundError) and meta["method"] == "DELETE"
+    rest = _CancelRest(cancels={"x": exc}, reads={"x": _wire_order("x", "executed", COUNT_ONE, 0)})
+    report = ExchangeVenue(rest).cancel((("x", "EVT-R"),))
+    assert report.filled_ids == ("x",) and report.canceled == () and report.gone == ()
+
+
+def test_cancel_report_keeps_its_old_constructor():
+    from messages.execution import CancelReport
+
+    r = CancelReport(canceled=("a",), gone=("b",), failed=(), detail="")
+    assert r.filled == () and r.filled_ids == ()
+
+
+def test_paper_venue_cancel_classifies_like_the_exchange():
+    views = {"EVT-A": book("EVT-A", no=((4500, 3 * COUNT_ONE),))}
+    venue = PaperVenue(PaperBroker(lambda m: FeeSchedule()), views.get, clock_ms=lambda: 1)
+    full = venue.place(OrderPlan(client_order_id="c1", whale_id="w", market="EVT-A", outcome="yes", side="bid",
+                                 price=5500, count=2 * COUNT_ONE), None)
+    part = venue.place(OrderPlan(client_order_id="c2", whale_id="w", market="EVT-A", outcome="yes", side="bid",
+                                 price=5500, count=5 * COUNT_ONE), None)
+    assert full.fill_count == 2 * COUNT_ONE and 0 < part.fill_count < 5 * COUNT_ONE
+    report = venue.cancel(((full.order_id, "EVT-A"), (part.order_id, "EVT-A"), ("nope", "EVT-A")))
+    assert report.filled_ids == (full.order_id,) and report.filled[0].fill_count == 2 * COUNT_ONE
+    assert report.canceled == (part.order_id,)  # an IOC remainder: canceled, its fills stay fills
+    assert report.gone == ("nope",) and report.failed == ()
+    assert venue.cancel(()) == __import__("messages.execution", fromlist=["x"]).CancelReport()
+
+
+class _RacingVenue(FakeVenue):
+    """A FakeVenue whose cancels of ids in ``fill_first`` lost the race to a fill (as ExchangeVenue reports it)."""
+
+    def __init__(self, fill_first: dict[str, FoundOrder]) -> None:
+        super().__init__()
+        self.fill_first = fill_first
+
+    def cancel(self, order_ids):
+        from messages.execution import CancelReport
+
+        with self.lock:
+            self.canceled.extend(o for o, _ in order_ids)
+            self.resting = [o for o in self.resting if o.order_id not in {i for i, _ in order_ids}]
+        filled = tuple(self.fill_first[o] for o, _ in order_ids if o in self.fill_first)
+        rest = tuple(o for o, _ in order_ids if o not in self.fill_first)
+        return CancelReport(canceled=rest, filled=filled,
+                            detail="; ".join(f"{o.order_id}: filled before the cancel" for o in filled))
+
+
+def _resting(order_id, market, group="og-1"):
+    return FoundOrder(order_id=order_id, client_order_id=None, market=market, status="resting", fill_count=0,
+                      remaining_count=3 * COUNT_ONE, order_group_id=group)
+
+
+def _executed(order_id, market):
+    return FoundOrder(order_id=order_id, client_order_id=None, market=market, status="executed",
+                      fill_count=3 * COUNT_ONE, remaining_count=0, order_group_id=None)
+
+
+def test_cleanup_reports_a_raced_fill_as_filled_and_asks_for_a_sync(tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="actors.whale_executor")
+    rig = Rig(tmp_path)
+    rig.venue = _RacingVenue({"raced": _executed("raced", "EVT-R")})
+    try:
+        rig.start()
+        assert rig.rec.got("state_keeper", SyncAccount) == []
+        rig.venue.resting = [_resting("raced", "EVT-R", None), _resting("orphan", "EVT-B", None)]
+        rig.tell(CleanupRequested(request_id=9, orphaned_only=False, reply_to="broadcaster"))
+        done = wait_for(lambda: rig.rec.got("broadcaster", CleanupCompleted), message="CleanupCompleted")[0]
+        assert done.request_id == 9 and done.canceled == ("orphan",) and done.filled == ("raced",)
+        assert done.failed == () and "raced: filled" in done.detail
+        [sync] = wait_for(lambda: rig.rec.got("state_keeper", SyncAccount), message="SyncAccount")
+        assert "cancel raced a fill (cleanup)" in sync.reason
+        assert rig.sync()["counts"].get("cancel_raced_fill") == 1
+        # The market counts as held until the account view catches up: a whale there is not followed.
+        w = whale("EVT-R", "yes", 5500, 300, rig.clock.wall_ms())
+        open_market(rig, w)
+        rig.sync()
+        assert [d.action for d in rig.decisions()] == ["skipped_position"] and rig.venue.place_count() == 0
+    finally:
+        rig.close()
+    mine = [r for r in caplog.records if r.name == "actors.whale_executor"]
+    assert any(r.levelno == logging.INFO and "raced in EVT-R had filled (3.00 contracts)" in r.getMessage()
+               for r in mine)
+    assert not [r for r in mine if r.levelno >= logging.WARNING]
+
+
+def test_gate_close_cancel_that_raced_a_fill_is_logged_as_a_fill_and_syncs(tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="actors.whale_executor")
+    rig = Rig(tmp_path)
+    rig.venue = _RacingVenue({"gtc": _executed("gtc", "EVT-G")})
+    try:
+        rig.start()
+        rig.tell(TradingGateChanged(open=True, reason="ready"))
+        rig.venue.resting = [_resting("gtc", "EVT-G"), _resting("gtc-2", "EVT-H")]
+        rig.tell(TradingGateChanged(open=False, reason="ERROR"))
+        [sync] = wait_for(lambda: rig.rec.got("state_keeper", SyncAccount), message="SyncAccount")
+        assert "cancel raced a fill (cancel)" in sync.reason and rig.venue.canceled == ["gtc", "gtc-2"]
+        stats = rig.sync()
+        assert stats["counts"].get("cancel_raced_fill") == 1
+    finally:
+        rig.close()
+    mine = [r for r in caplog.records if r.name == "actors.whale_executor"]
+    assert any(r.levelno == logging.INFO and "gtc in EVT-G had filled" in r.getMessage() for r in mine)
+    assert any("canceled 1 resting orders (0 failed)" in r.getMessage() for r in mine)  # gtc-2 only
+    assert not [r for r in mine if r.levelno >= logging.WARNING]
+
+
+def test_a_plain_cancel_asks_for_no_sync_but_a_gone_order_does(rig):
+    from messages.execution import CancelReport
+
+    rig.start()
+    rig.tell(TradingGateChanged(open=True, reason="ready"))
+    rig.venue.resting = [_resting("gtc", "EVT-A")]
+    rig.tell(TradingGateChanged(open=False, reason="closed"))
+    wait_for(lambda: "gtc" in rig.venue.canceled, message="cancel on gate close")
+    rig.sync()
+    assert rig.rec.got("state_keeper", SyncAccount) == []  # nothing raced: no extra REST read
+    rig.venue.cancel = lambda order_ids: CancelReport(gone=tuple(o for o, _ in order_ids), detail="x: read-back failed")
+    rig.venue.resting = [_resting("lost", "EVT-A", None)]
+    rig.tell(CleanupRequested(request_id=3, orphaned_only=True, reply_to="broadcaster"))
+    done = wait_for(lambda: rig.rec.got("broadcaster", CleanupCompleted), message="CleanupCompleted")[0]
+    assert done.canceled == ("lost",) and done.filled == ()
+    wait_for(lambda: rig.rec.got("state_keeper", SyncAccount), message="SyncAccount after a gone order")
+    assert rig.sync()["counts"].get("cancel_gone") == 1

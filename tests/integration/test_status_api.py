@@ -43,8 +43,9 @@ class FakeExecutor(SupervisedActor):
         self.requests.append(msg)
         if not self.config.get("silent"):
             canceled = ("o1",) if msg.orphaned_only else ("o1", "o2")
+            filled = () if msg.orphaned_only else ("o3",)  # filled before the cancel reached it (F17)
             self.peers.tell(msg.reply_to, CleanupCompleted(request_id=msg.request_id, canceled=canceled,
-                                                           failed=(), detail="done"))
+                                                           failed=(), filled=filled, detail="done"))
 
     def setup(self) -> None:
         self.requests: list[CleanupRequested] = []
@@ -176,6 +177,7 @@ def test_cleanup_round_trip_through_the_executor(system):
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["canceled"] == ["o1", "o2"] and body["failed"] == [] and body["detail"] == "done"
+    assert body["filled"] == ["o3"] and body["filled_count"] == 1
     r = requests.post(s.base + "/v3/cleanup", timeout=20)  # orphaned_only defaults to true
     assert r.json()["canceled"] == ["o1"]
     seen = s.executor.ask(RequestStats(), timeout=TIMEOUT)["requests"]
