@@ -24,6 +24,14 @@ What it does:
   (version, what changed, account view, book summaries) goes to the broadcaster at most once per
   ``min_emit_interval_ms`` and only from ``Tick`` (a dirty set is kept between ticks), so 50k deltas/s
   cost one StateChanged per tick.
+
+Overflow policy of the book-view channel to the executor: LATEST-WINS per market. While the executor's
+mailbox holds ``executor_backlog`` messages or more (a slow fsync, a GC pause during a burst), views are not
+told but kept newest-per-market and flushed as one ``BookViewsUpdated`` as soon as it is below the bound again
+(checked on every book change and every Tick). A stalled executor thus gets a bounded inbox and one current
+view per market instead of a stale view per batch to rebuild; every view (WatchBooks answers too) goes
+through this one path, so an older view of a market never arrives after a newer one. Account views, fills
+and order events are private and never held, conflated or dropped.
 """
 
 from __future__ import annotations
@@ -59,7 +67,7 @@ from messages.whale import (
 )
 
 from ._util import NS_PER_MS, BoundedIdSet, WorkerThread, config_int, config_seconds_ns
-from .base import SupervisedActor, error_text, handles
+from .base import SupervisedActor, error_text, handles, mailbox_depth
 from .context import SystemContext
 
 log = logging.getLogger(__name__)
@@ -222,7 +230,8 @@ class StateKeeper(SupervisedActor):
     True, False), ``sync_interval_s`` (settings.cycle_seconds), ``owed_sync_retry_s`` (2),
     ``post_fill_sync_s`` (1: a sync this long after our first fill or filled order), ``fills_lookback_s``
     (86_400: how far back the first fill read of a run goes), ``fills_overlap_s`` (300: each later fill read
-    starts this long before the last complete one did, for fills REST shows late)."""
+    starts this long before the last complete one did, for fills REST shows late), ``executor_backlog``
+    (50: the executor's mailbox depth at which book views are held latest-wins; 0 = never hold)."""
 
     def setup(self) -> None:
         cfg = self.config
@@ -248,6 +257,10 @@ class StateKeeper(SupervisedActor):
         self._summary_dirty: set[str] = set()
         self.last_trade: dict[str, tuple[int, int, int]] = {}  # market → (yes price, count, ts_ms)
         self.trades_seen = 0
+        # Book views the executor is too backlogged to take now: market → newest view (latest-wins).
+        self.executor_backlog = config_int(cfg, "executor_backlog", 50, minimum=0)
+        self.views_pending: dict[str, BookView] = {}
+        self.views_conflated = 0  # held views replaced by a newer one of the same market (never delivered)
 
         # Account
         self.balance = 0
@@ -347,6 +360,8 @@ class StateKeeper(SupervisedActor):
             self._emit_state_changed()
         if self.snapshot_requested:
             self._retry_snapshot_requests()
+        if self.views_pending:
+            self._flush_views()
         if self.fills_undelivered:
             waiting, self.fills_undelivered = self.fills_undelivered, []
             for fill in waiting:
@@ -433,10 +448,38 @@ class StateKeeper(SupervisedActor):
         self.version += 1
         self.changed.add("books")
         watched = self.watched
-        if watched:
-            views = tuple(self._view(t) for t in sorted(changed) if t in watched)
-            if views:
-                self.peers.tell(self.executor_name, BookViewsUpdated(views=views))
+        views = tuple(self._view(t) for t in sorted(changed) if t in watched) if watched else ()
+        if views:
+            self._send_views(views)
+        elif self.views_pending:
+            self._flush_views()
+
+    # Book views to the executor: the one path for every view, so per market they arrive oldest first.
+
+    def _executor_backlogged(self) -> bool:
+        if not self.executor_backlog:
+            return False
+        ref = self.peers.get(self.executor_name)
+        return ref is not None and mailbox_depth(ref) >= self.executor_backlog
+
+    def _send_views(self, views: tuple[BookView, ...]) -> None:
+        """Tell ``views`` (one per market) now, or hold them newest-per-market while the executor is backlogged."""
+        pending = self.views_pending
+        if not pending and not self._executor_backlogged():
+            self.peers.tell(self.executor_name, BookViewsUpdated(views=views))
+            return
+        for view in views:
+            if view.market_ticker in pending:
+                self.views_conflated += 1
+            pending[view.market_ticker] = view
+        self._flush_views()
+
+    def _flush_views(self) -> None:
+        """Tell the held views as one message (markets sorted) once the executor is below the bound."""
+        if not self.views_pending or self._executor_backlogged():
+            return
+        pending, self.views_pending = self.views_pending, {}
+        self.peers.tell(self.executor_name, BookViewsUpdated(views=tuple(pending[t] for t in sorted(pending))))
 
     def _view(self, ticker: str) -> BookView:
         book = self.books.get(ticker)
@@ -478,10 +521,16 @@ class StateKeeper(SupervisedActor):
 
     @handles(WatchBooks)
     def on_watch_books(self, message: WatchBooks) -> None:
-        added = message.market_tickers - self.watched
         self.watched = frozenset(message.market_tickers)
-        if added:  # the executor gets the current state of newly watched books at once
-            self.peers.tell(self.executor_name, BookViewsUpdated(views=tuple(self._view(t) for t in sorted(added))))
+        if self.views_pending:  # held views of markets no longer watched are not wanted any more
+            self.views_pending = {t: v for t, v in self.views_pending.items() if t in self.watched}
+        # The current state of EVERY watched book, not only newly watched ones: a restarted executor asks for
+        # books this keeper already watched for its predecessor, and a quiet book may not change for a long time.
+        # (Rare: the executor asks only when its set changes.) Held too if the executor is backlogged.
+        if self.watched:
+            self._send_views(tuple(self._view(t) for t in sorted(self.watched)))
+        elif self.views_pending:
+            self._flush_views()
 
     # --- account -----------------------------------------------------------------------------------
 
@@ -764,6 +813,8 @@ class StateKeeper(SupervisedActor):
             ignored_frames=self.ignored_frames,
             ignored_messages=self.ignored_messages,
             trades_seen=self.trades_seen,
+            views_held=len(self.views_pending),
+            views_conflated=self.views_conflated,
             fills=self.fills,
             duplicate_fills=self.duplicate_fills,
             rest_fills=self.rest_fills,

@@ -25,7 +25,7 @@ from messages.market import BookFramesReceived, BookStale
 from messages.state import AccountViewUpdated, BookViewsUpdated, StateChanged, WatchBooks
 from messages.status import SyncFinished
 from messages.whale import OrderAccepted, OrderSubmitted
-from tests.actors.conftest import Probe, ProbeControl, ProbeLog
+from tests.actors.conftest import Block, Probe, ProbeControl, ProbeLog
 from tests.helpers import wait_for
 
 MS = 1_000_000
@@ -136,6 +136,20 @@ def test_snapshot_and_deltas_give_one_view_per_batch_for_watched_books_only(keep
     keeper.on_book_frames(batch(delta("M2", 3, 4000, 50, "no")))
     assert len(ex.of(BookViewsUpdated)) == 2  # an unwatched book changing tells the executor nothing
     assert keeper.books["M2"].levels("no") == ((4000, 650),)
+
+
+def test_every_watched_book_is_sent_on_watch_books_even_if_already_watched(keeper):
+    """A restarted executor asks for the books its predecessor watched: it must get them now, not when they
+    next change (a quiet market may not change for minutes)."""
+    ex = keeper.rec["whale_executor"]
+    keeper.on_book_frames(batch(snap("M1", 1), snap("M2", 1)))
+    keeper.on_watch_books(WatchBooks(market_tickers=frozenset({"M1", "M2"})))
+    keeper.on_watch_books(WatchBooks(market_tickers=frozenset({"M1", "M2"})))  # the new executor, same set
+    sent = ex.of(BookViewsUpdated)
+    assert len(sent) == 2 and [v.market_ticker for v in sent[1].views] == ["M1", "M2"]
+    assert all(v.valid and v.seq == 1 for v in sent[1].views)
+    keeper.on_watch_books(WatchBooks(market_tickers=frozenset()))
+    assert len(ex.of(BookViewsUpdated)) == 2  # nothing watched: nothing to send
 
 
 def test_delta_before_snapshot_marks_stale_and_requests_a_snapshot_once(keeper):
@@ -646,3 +660,221 @@ def test_our_fills_bring_the_next_sync_forward(live_keeper):
     wait_for(lambda: k.log.received("whale_executor", AccountViewUpdated)[-1].view.balance == 1, message="sync")
     view = k.log.received("whale_executor", AccountViewUpdated)[-1].view
     assert view.unsynced_fill_markets == frozenset()  # the fill predates the sync: REST has it
+
+
+# --- backpressure: book views to a backlogged executor are latest-wins per market (F15) -------------------------
+
+
+class FakeInbox:
+    """An ``actor_inbox`` whose depth the test sets (all ``mailbox_depth`` reads)."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+
+    def qsize(self) -> int:
+        return self.depth
+
+
+class BackloggedRecorder(Recorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.actor_inbox = FakeInbox()
+
+
+def _backlog_keeper(tmp_path, bound: int | None) -> tuple[StateKeeper, BackloggedRecorder]:
+    ex = BackloggedRecorder()
+    peers = PeerTable({"whale_executor": ex, "broadcaster": Recorder(), "orderbook_feed": Recorder()})
+    config: dict[str, Any] = {"context": make_context(tmp_path)}
+    if bound is not None:
+        config["executor_backlog"] = bound
+    sk = StateKeeper("state_keeper", 1, None, peers, config)
+    sk.setup()
+    return sk, ex
+
+
+def _seqs(views) -> dict[str, int]:
+    return {v.market_ticker: v.seq for v in views}
+
+
+def test_executor_backlog_defaults_to_50_and_refuses_bad_values(tmp_path):
+    sk, _ = _backlog_keeper(tmp_path, None)
+    assert sk.executor_backlog == 50 and sk.stats()["views_held"] == 0 and sk.stats()["views_conflated"] == 0
+    sk.cleanup()
+    for bad in (-1, "50", 2.5):
+        with pytest.raises(ValueError, match="executor_backlog"):
+            _backlog_keeper(tmp_path, bad)  # type: ignore[arg-type]
+
+
+def test_views_are_held_newest_per_market_while_the_executor_is_backlogged(tmp_path):
+    sk, ex = _backlog_keeper(tmp_path, 3)
+    sk.on_watch_books(WatchBooks(market_tickers=frozenset({"M1", "M2"})))
+    sk.on_book_frames(batch(snap("M1", 1), snap("M2", 1)))
+    assert len(ex.of(BookViewsUpdated)) == 2  # below the bound: told as before
+
+    ex.actor_inbox.depth = 3  # at the bound: hold
+    sk.on_book_frames(batch(delta("M1", 2, 5000, 10)))
+    sk.on_book_frames(batch(delta("M1", 3, 5000, 10), delta("M2", 2, 4000, 5, "no")))
+    assert len(ex.of(BookViewsUpdated)) == 2
+    assert sk.stats()["views_held"] == 2 and sk.stats()["views_conflated"] == 1  # M1 seq 2 replaced by seq 3
+
+    # Private data is never held: account views and fills still go at once.
+    sk.on_position(position("M1", 300))
+    sk.on_fill(fill("f1"))
+    assert len(ex.of(AccountViewUpdated)) == 2 and [f.fill_id for f in ex.of(FillReceived)] == ["f1"]
+
+    # Stale, then valid again while held: the newest (valid) view wins.
+    sk.on_book_stale(BookStale(market_ticker="M2", reason="seq gap"))
+    assert sk.views_pending["M2"].valid is False
+    sk.on_book_frames(batch(snap("M2", 7, no=((4100, 900),))))
+    assert sk.views_pending["M2"].valid and sk.views_pending["M2"].seq == 7
+
+    # A WatchBooks answer takes the same path: held behind the bound, not sent ahead of the older held views.
+    sk.on_watch_books(WatchBooks(market_tickers=frozenset({"M1", "M2", "M3"})))
+    assert len(ex.of(BookViewsUpdated)) == 2 and sk.stats()["views_held"] == 3
+
+    tick(sk, 0)
+    assert len(ex.of(BookViewsUpdated)) == 2  # still at the bound on the Tick
+    ex.actor_inbox.depth = 2
+    tick(sk, 100)
+    told = ex.of(BookViewsUpdated)
+    assert len(told) == 3 and sk.stats()["views_held"] == 0
+    flushed = told[-1].views
+    assert [v.market_ticker for v in flushed] == ["M1", "M2", "M3"]  # one message, stable order
+    assert _seqs(flushed) == {"M1": 3, "M2": 7, "M3": 0}
+    assert flushed[0].yes == ((5000, 1020),) and flushed[1].valid and flushed[1].no == ((4100, 900),)
+    # M1 once, M2 twice (stale view, then the snapshot), then M1 and M2 again by the WatchBooks answer (which
+    # sends every watched book's current view).
+    assert sk.stats()["views_conflated"] == 5
+    tick(sk, 200)
+    assert len(ex.of(BookViewsUpdated)) == 3  # nothing held, nothing more to send
+
+
+def test_held_views_are_flushed_with_the_next_batch_and_unwatched_ones_forgotten(tmp_path):
+    sk, ex = _backlog_keeper(tmp_path, 2)
+    sk.on_watch_books(WatchBooks(market_tickers=frozenset({"M1", "M2", "M3"})))
+    sk.on_book_frames(batch(snap("M1", 1), snap("M2", 1), snap("M3", 1)))
+    assert len(ex.of(BookViewsUpdated)) == 2
+
+    ex.actor_inbox.depth = 5
+    sk.on_book_frames(batch(delta("M1", 2, 5000, 1), delta("M3", 2, 5000, 1)))
+    ex.actor_inbox.depth = 1
+    # The next batch changes M2 only: the held M1 and M3 views go with it, newest per market, in one message.
+    sk.on_book_frames(batch(delta("M2", 2, 5000, 1)))
+    told = ex.of(BookViewsUpdated)
+    assert len(told) == 3 and _seqs(told[-1].views) == {"M1": 2, "M2": 2, "M3": 2}
+    assert [v.market_ticker for v in told[-1].views] == ["M1", "M2", "M3"]
+    assert sk.views_conflated == 0  # merged, none replaced
+
+    # A batch of unwatched books only (no views of its own) still flushes what is held.
+    ex.actor_inbox.depth = 2
+    sk.on_book_frames(batch(delta("M1", 3, 5000, 1)))
+    ex.actor_inbox.depth = 0
+    sk.on_book_frames(batch(snap("X9", 1)))
+    assert _seqs(ex.of(BookViewsUpdated)[-1].views) == {"M1": 3}
+
+    # Held views of markets the executor stops watching are forgotten, not sent.
+    ex.actor_inbox.depth = 2
+    sk.on_book_frames(batch(delta("M1", 4, 5000, 1), delta("M2", 3, 5000, 1)))
+    sk.on_watch_books(WatchBooks(market_tickers=frozenset({"M2"})))
+    assert set(sk.views_pending) == {"M2"}
+    ex.actor_inbox.depth = 0
+    tick(sk, 0)
+    assert _seqs(ex.of(BookViewsUpdated)[-1].views) == {"M2": 3} and sk.stats()["views_held"] == 0
+
+
+@pytest.fixture
+def blocked_executor():
+    """A real executor actor stuck in a handler (a slow fsync) until the test, or teardown, releases it."""
+    plog = ProbeLog()
+    control = ProbeControl()
+    ex = Probe.start("whale_executor", 1, None, PeerTable(), {}, probe_log=plog, control=control)
+    keepers: list[Any] = []
+
+    def start_keeper(bound: int):
+        ref = StateKeeper.start("state_keeper", 1, None, PeerTable({"whale_executor": ex}), {"executor_backlog": bound})
+        keepers.append(ref)
+        return ref
+
+    ex.tell(Block())
+    assert control.blocked.wait(5), "executor did not block"
+    yield SimpleNamespace(ref=ex, log=plog, control=control, start_keeper=start_keeper)
+    control.release.set()
+    for ref in keepers:
+        ref.stop(block=True, timeout=10)
+    ex.stop(block=True, timeout=10)
+
+
+def _burst(keeper_ref, markets: tuple[str, ...], batches: int) -> dict[str, int]:
+    """Watch ``markets``, snapshot them, then ``batches`` batches each moving every one of them.
+    Returns the last seq per market."""
+    keeper_ref.tell(WatchBooks(market_tickers=frozenset(markets)))
+    seq = 1
+    keeper_ref.tell(batch(*(snap(m, seq) for m in markets)))
+    last = dict.fromkeys(markets, seq)
+    for _ in range(batches):
+        frames = []
+        for m in markets:
+            seq += 1
+            frames.append(delta(m, seq, 5000, 1))
+            last[m] = seq
+        keeper_ref.tell(batch(*frames))
+    return last
+
+
+def _assert_views_in_order(received: list[BookViewsUpdated]) -> None:
+    """Per market, every view the executor got is newer than the one before (no older view after a newer)."""
+    seen: dict[str, int] = {}
+    for msg in received:
+        for v in msg.views:
+            before = seen.get(v.market_ticker, -1)
+            assert v.seq > before, f"{v.market_ticker}: seq {v.seq} arrived after seq {before}"
+            seen[v.market_ticker] = v.seq
+
+
+def test_a_stalled_executor_gets_a_bounded_inbox_then_one_message_of_newest_views(blocked_executor):
+    from actors.base import mailbox_depth
+
+    b = blocked_executor
+    bound = 5
+    markets = ("M1", "M2", "M3")
+    keeper = b.start_keeper(bound)
+    last = _burst(keeper, markets, batches=200)
+    stats = _stats(keeper)  # a barrier: every batch above is applied
+    assert mailbox_depth(b.ref) <= bound + 1
+    assert stats["views_held"] == 3 and stats["views_conflated"] > 0
+    assert b.log.received("whale_executor", BookViewsUpdated) == []  # still blocked
+
+    b.control.release.set()
+    wait_for(lambda: mailbox_depth(b.ref) < bound, message="executor works off its backlog")
+    keeper.tell(Tick(now_mono_ns=2 * 10**9, now_wall_ms=1))  # the first Tick below the bound flushes
+    wait_for(lambda: _stats(keeper)["views_held"] == 0, message="held views flushed")
+    received = wait_for(
+        lambda: (r := b.log.received("whale_executor", BookViewsUpdated)) and len(r) == bound + 1 and r,
+        message="backlog plus one flush",
+    )
+    _assert_views_in_order(received)
+    final = received[-1].views
+    assert [v.market_ticker for v in final] == list(markets)
+    assert _seqs(final) == last  # the newest view of every market
+    assert all(v.valid and v.yes == ((5000, 1200),) for v in final)  # 1000 + 200 deltas of +1
+    # Everything before the flush was the backlog told while below the bound: the watch answer, the
+    # snapshots, then the first batches; each of the 200 - (bound - 2) later batches was held instead.
+    assert _stats(keeper)["views_conflated"] == 3 * (200 - (bound - 2)) - 3
+
+
+def test_with_a_bound_of_0_views_are_never_held(blocked_executor):
+    from actors.base import mailbox_depth
+
+    b = blocked_executor
+    keeper = b.start_keeper(0)
+    last = _burst(keeper, ("M1", "M2"), batches=30)
+    stats = _stats(keeper)
+    assert stats["views_held"] == 0 and stats["views_conflated"] == 0
+    assert mailbox_depth(b.ref) == 32  # the watch answer, the snapshots and every batch: one message each
+    b.control.release.set()
+    received = wait_for(
+        lambda: (r := b.log.received("whale_executor", BookViewsUpdated)) and len(r) == 32 and r,
+        message="every view",
+    )
+    _assert_views_in_order(received)
+    assert _seqs(received[-1].views) == last
