@@ -9,13 +9,22 @@ new client numbers its connections from 1 again. The actor therefore offsets eve
 so the ``conn_id`` in its messages only grows over the actor's life; messages of a replaced client are
 dropped at the callback and, if already queued, by the handlers (older ``conn_id``).
 
-Overflow (reliability rule 6): the reader thread checks the actor's own mailbox depth before each tell.
-Past ``overflow_depth`` it still tells (nothing is dropped here) but raises a flag; the actor reacts once
-(``on_overflow``) and again when its mailbox is back under a quarter of the bound (``on_caught_up``):
-the order book marks books stale and asks for snapshots, the position listener asks for a REST sync.
+Overflow (reliability rule 6, F15) has two triggers and one episode state (``overflowed``):
+- our own mailbox: the reader thread checks it before each tell; past ``overflow_depth`` it still tells
+  (the reader never drops) but raises a flag, seen by the next batch's ``accept_frames`` or Tick;
+- our consumer's mailbox (only feeds naming an ``overflow_consumer`` peer — the order book feed, whose
+  consumer is the state keeper): ``accept_frames`` checks that peer's depth in the handler, before the
+  batch is forwarded (the reader thread never reads the peer table).
+Either one past the bound starts an episode: the subclass reacts once (``on_overflow``) before the batch
+that saw it is forwarded. The episode ends on a Tick when our mailbox AND the consumer's are both at most
+a quarter of the bound (``on_caught_up``). What an episode means is per channel: the order book marks its
+books stale, drops deltas while it lasts (the books come back from the snapshots it requests on catching
+up); the position listener (private channels) drops nothing and asks for a REST sync on catching up; the
+trades feed only delays trades. ``overflow_events`` counts episodes, ``downstream_overflows`` those the
+consumer started. ``overflow_depth`` = 0 turns the policy off.
 
 Settings read from ``self.config`` (all optional): ``status_interval_s`` (1.0), ``overflow_depth``
-(1000 batches), ``ws_factory`` (a ``KalshiWebSocket``-compatible class, for tests). Client options come
+(1000 messages; 0 = off), ``ws_factory`` (a ``KalshiWebSocket``-compatible class, for tests). Client options come
 from ``SystemContext.ws_options``.
 """
 
@@ -23,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import pykka
 
@@ -54,6 +63,10 @@ REAPER_JOIN_S = 6.0
 class WsFeedActor(SupervisedActor):
     """Base of the feed actors. Subclasses implement ``subscribe_all`` and the ``on_*`` hooks below."""
 
+    # The peer this feed forwards its batches to, whose mailbox depth also starts an overflow episode
+    # (None: only our own mailbox counts).
+    overflow_consumer: ClassVar[str | None] = None
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.ctx: SystemContext | None = None
@@ -74,6 +87,7 @@ class WsFeedActor(SupervisedActor):
         self.stale_frames = 0  # frames of an older connection, dropped
         self.command_errors = 0
         self.overflow_events = 0
+        self.downstream_overflows = 0
         self.client_replacements = 0
         self.last_message_ns: int | None = None
         self.last_disconnect: str | None = None
@@ -82,6 +96,7 @@ class WsFeedActor(SupervisedActor):
         self.stopped = False
         self._overflow_flag = False  # set by the reader thread
         self.overflowed = False
+        self.overflow_cause: str | None = None  # "mailbox" | "consumer" while overflowed
         self._last_status_ns: int | None = None
         self.status_interval_ns = int(DEFAULT_STATUS_INTERVAL_S * NS_PER_S)
         self.overflow_depth = DEFAULT_OVERFLOW_DEPTH
@@ -108,10 +123,10 @@ class WsFeedActor(SupervisedActor):
         """A command reply (``subscribed``/``ok``/``unsubscribed``/``error``) on the current connection."""
 
     def on_overflow(self) -> None:
-        """The actor's mailbox passed ``overflow_depth`` (once per episode)."""
+        """Our mailbox or the consumer's passed ``overflow_depth`` (once per episode; ``overflow_cause`` says which)."""
 
     def on_caught_up(self) -> None:
-        """The mailbox drained below a quarter of ``overflow_depth`` after an overflow."""
+        """Both mailboxes drained to a quarter of ``overflow_depth`` after an overflow."""
 
     def on_feed_tick(self, now_ns: int) -> None:
         """Time passed (timeouts, escalations)."""
@@ -244,9 +259,20 @@ class WsFeedActor(SupervisedActor):
             return False
         self.messages += len(message.frames)
         self.last_message_ns = message.recv_ns
-        if self._overflow_flag and not self.overflowed:
-            self._enter_overflow()
+        if not self.overflowed:
+            if self._overflow_flag:
+                self._enter_overflow("mailbox")
+            elif self.overflow_consumer is not None and self.overflow_depth \
+                    and self.consumer_depth() > self.overflow_depth:
+                self.downstream_overflows += 1
+                self._enter_overflow("consumer")
         return True
+
+    def consumer_depth(self) -> int:
+        """Messages waiting in the ``overflow_consumer`` peer's mailbox (0 without one)."""
+        name = self.overflow_consumer
+        ref = self.peers.get(name) if name is not None else None
+        return 0 if ref is None else mailbox_depth(ref)
 
     # --- handlers -----------------------------------------------------------------------------------
 
@@ -308,21 +334,26 @@ class WsFeedActor(SupervisedActor):
         super().on_tick(message)
         now = message.now_mono_ns
         if self._overflow_flag and not self.overflowed:
-            self._enter_overflow()
-        if self.overflowed and mailbox_depth(self.actor_ref) <= self.overflow_depth // 4:
-            self.overflowed = False
-            self._overflow_flag = False
-            log.info("%s: caught up after overflow", self.name)
-            self.on_caught_up()
+            self._enter_overflow("mailbox")
+        if self.overflowed:
+            low = self.overflow_depth // 4
+            if mailbox_depth(self.actor_ref) <= low and self.consumer_depth() <= low:
+                self.overflowed = False
+                self.overflow_cause = None
+                self._overflow_flag = False
+                log.info("%s: caught up after overflow", self.name)
+                self.on_caught_up()
         self.on_feed_tick(now)
         if self._last_status_ns is None or now - self._last_status_ns >= self.status_interval_ns:
             self._send_status(now)
 
-    def _enter_overflow(self) -> None:
+    def _enter_overflow(self, cause: str) -> None:
         self.overflowed = True
+        self.overflow_cause = cause
         self._overflow_flag = False
         self.overflow_events += 1
-        log.warning("%s: mailbox deeper than %d batches: overflow policy applies", self.name, self.overflow_depth)
+        whose = "our mailbox" if cause == "mailbox" else f"{self.overflow_consumer}'s mailbox"
+        log.warning("%s: %s deeper than %d messages: overflow policy applies", self.name, whose, self.overflow_depth)
         self.on_overflow()
 
     def _send_status(self, now: int) -> None:
@@ -360,6 +391,8 @@ class WsFeedActor(SupervisedActor):
             stale_frames=self.stale_frames,
             command_errors=self.command_errors,
             overflow_events=self.overflow_events,
+            downstream_overflows=self.downstream_overflows,
+            overflowed=self.overflowed,
             client_replacements=self.client_replacements,
             last_disconnect=self.last_disconnect,
         )

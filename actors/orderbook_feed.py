@@ -17,7 +17,21 @@ Recovery, per subscription (reliability rules 5 and 6, F01–F03):
   subscribe again; still nothing → a new connection. The same ladder guards the first snapshots;
 - duplicates and backward seqs are dropped by the client and only counted here;
 - error 25 (server buffer overflow, terminal): the client resubscribes; the books are stale meanwhile;
-- our own mailbox too deep: books stale now, fresh snapshots once we have caught up.
+- overflow (F15, ``actors.feed_base``): our own mailbox OR the state keeper's deeper than ``overflow_depth``.
+
+Overflow policy of this channel — deltas are dropped, snapshots never, the books come back from snapshots:
+1. on entering (checked in ``on_frames`` before the batch is forwarded) every book is marked stale
+   (``BookStale`` to the state keeper), so the stale marks sit in its mailbox before any batch we alter;
+2. while overflowed, order-book deltas are dropped (``deltas_dropped``); snapshots (and any other frame)
+   are still forwarded. A snapshot makes its book valid again at the state keeper, so the first delta of
+   that market we drop after it is preceded by a fresh ``BookStale`` (the batch is split there;
+   ``overflow_restales``): a dropped delta can never be missing from a book the state keeper thinks valid;
+   ``RequestSnapshot`` is skipped meanwhile (every book is re-snapshotted at the end);
+3. on a Tick with both mailboxes at most a quarter of the bound: snapshots for every book are requested
+   (the usual ladder guards them) and deltas flow again; the state keeper ignores deltas of its stale
+   books until their snapshots arrive.
+Both triggers drop deltas: either way the books are stale and will be re-snapshotted, so forwarding the
+deltas would only lengthen the state keeper's backlog (it ignores deltas of stale books anyway).
 
 ``WatchMarkets`` adds markets (``add_markets``) up to a cap: ``market_cap`` in the actor's config, else
 ``max(settings.orderbook_market_limit, len(initial markets)) + 10``.
@@ -30,7 +44,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from kalshi.wire.frames import OrderbookSnapshot
+from kalshi.wire.frames import OrderbookDelta, OrderbookSnapshot
 from kalshi.ws import WsCommandReply, WsConnected, WsSequenceIssue, WsSubscribed
 from messages.feed import FramesReceived, RequestSnapshot, Resubscribe, WatchMarkets
 from messages.market import BookFramesReceived, BookStale
@@ -45,6 +59,7 @@ CHANNEL = "orderbook_delta"
 DEFAULT_SNAPSHOT_TIMEOUT_S = 5.0
 MARKET_CAP_SLACK = 10
 OVERFLOW_CODE = 25
+OVERFLOW_RESTALE = "feed overflow: delta dropped after a snapshot"
 
 # Recovery stages: waiting for the first snapshots of a (re)subscription, for requested snapshots, after
 # a resubscribe, after a new connection.
@@ -52,6 +67,8 @@ SUBSCRIBE, SNAPSHOT, RESUBSCRIBE, RECONNECT = "subscribe", "snapshot", "resubscr
 
 
 class OrderbookFeed(WsFeedActor):
+    overflow_consumer = "state_keeper"
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.markets: dict[str, None] = {}  # ordered set of subscribed markets
@@ -72,6 +89,8 @@ class OrderbookFeed(WsFeedActor):
         self.stale_marks = 0
         self.watch_refused = 0
         self.error25 = 0
+        self.deltas_dropped = 0
+        self.overflow_restales = 0  # books staled again: a delta dropped after a snapshot forwarded in overflow
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -103,13 +122,13 @@ class OrderbookFeed(WsFeedActor):
 
     @handles(FramesReceived)
     def on_frames(self, message: FramesReceived) -> None:
-        if not self.accept_frames(message):
+        if not self.accept_frames(message):  # may start an overflow episode (books marked stale first)
+            return
+        if self.overflowed:
+            self._forward_without_deltas(message)
             return
         # Forward first: the state keeper must hold the snapshots before anyone hears the feed is ready.
-        self.peers.tell(
-            "state_keeper",
-            BookFramesReceived(feed=self.name, conn_id=message.conn_id, frames=message.frames, recv_ns=message.recv_ns),
-        )
+        self._forward(message, message.frames)
         pending = self.pending
         if pending:
             for frame in message.frames:
@@ -117,6 +136,38 @@ class OrderbookFeed(WsFeedActor):
                     self.snapshots += 1
                     pending.discard(frame.market_ticker)
             self._check_complete()
+
+    def _forward(self, message: FramesReceived, frames: tuple) -> None:
+        self.peers.tell(
+            "state_keeper",
+            BookFramesReceived(feed=self.name, conn_id=message.conn_id, frames=frames, recv_ns=message.recv_ns),
+        )
+
+    def _forward_without_deltas(self, message: FramesReceived) -> None:
+        """Overflow: forward everything but the deltas. A delta of a book that a snapshot made valid again
+        during this episode re-stales that book first, right after the frames that preceded it."""
+        keep: list = []
+        pending = self.pending
+        for frame in message.frames:
+            kind = type(frame)
+            if kind is OrderbookDelta:
+                self.deltas_dropped += 1
+                ticker = frame.market_ticker
+                if ticker not in pending and ticker in self.markets:
+                    if keep:
+                        self._forward(message, tuple(keep))
+                        keep = []
+                    self.overflow_restales += 1
+                    self.peers.tell("state_keeper", BookStale(market_ticker=ticker, reason=OVERFLOW_RESTALE))
+                    pending.add(ticker)
+                continue
+            if kind is OrderbookSnapshot:
+                self.snapshots += 1
+                pending.discard(frame.market_ticker)
+            keep.append(frame)
+        if keep:
+            self._forward(message, tuple(keep))
+        self._check_complete()
 
     def _check_complete(self) -> None:
         if not self.connected:
@@ -197,7 +248,10 @@ class OrderbookFeed(WsFeedActor):
     # --- overflow ---------------------------------------------------------------------------------
 
     def on_overflow(self) -> None:
-        self._mark_stale("feed overflow: processing behind the wire")
+        if self.overflow_cause == "consumer":
+            self._mark_stale("feed overflow: state keeper behind, deltas dropped")
+        else:
+            self._mark_stale("feed overflow: processing behind the wire, deltas dropped")
         self.stage = None
 
     def on_caught_up(self) -> None:
@@ -235,6 +289,9 @@ class OrderbookFeed(WsFeedActor):
 
     @handles(RequestSnapshot)
     def on_request_snapshot(self, message: RequestSnapshot) -> None:
+        if self.overflowed:
+            self.snapshot_requests_skipped += 1  # every book is re-snapshotted when the overflow ends
+            return
         wanted = [t for t in message.market_tickers if t in self.markets] if message.market_tickers else list(self.markets)
         if self.stage is not None:
             # A snapshot, resubscription or connection is already on its way for pending books (the state keeper
@@ -348,4 +405,6 @@ class OrderbookFeed(WsFeedActor):
             "stale_marks": self.stale_marks,
             "watch_refused": self.watch_refused,
             "error25": self.error25,
+            "deltas_dropped": self.deltas_dropped,
+            "overflow_restales": self.overflow_restales,
         }

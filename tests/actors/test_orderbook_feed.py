@@ -8,9 +8,11 @@ import pytest
 from actors.orderbook_feed import OrderbookFeed
 from kalshi.wire.frames import OrderbookDelta, OrderbookSnapshot, WsError
 from kalshi.ws import WsCommandReply, WsMalformedFrame, WsSequenceIssue, WsStalled
-from messages.control import FeedDown, FeedReady
+from messages.control import FeedDown, FeedReady, RequestStats
 from messages.feed import FeedStatus, RequestSnapshot, Resubscribe, SequenceGap, WatchMarkets
 from messages.market import BookFramesReceived, BookStale
+from actors.base import PeerTable, mailbox_depth
+from tests.actors.conftest import Block, Probe, ProbeControl
 from tests.actors.helpers_feeds import FeedHarness, Hold, Recorders, harnesses, holdable
 from tests.helpers import wait_for
 
@@ -302,13 +304,141 @@ def test_overflow_stales_books_then_requests_snapshots_once_caught_up(harness, r
     held_cls.release.set()
     stale = rec.wait("state_keeper", BookStale, 2)
     assert all("overflow" in s.reason for s in stale)
-    batches = rec.wait("state_keeper", BookFramesReceived, 6)
-    assert len(batches) == 6  # nothing was dropped
+    # The books are stale and will be re-snapshotted: the deltas of the backlog are dropped, not forwarded.
+    stats = h.stats()
+    assert stats["deltas_dropped"] == 5 and stats["overflow_events"] == 1 and stats["downstream_overflows"] == 0
+    rec.refs["state_keeper"].ask(RequestStats(), timeout=5)  # barrier: the state keeper got all we told it
+    assert len(rec.got("state_keeper", BookFramesReceived)) == 1  # only the first snapshots (before the hold)
     assert ws.find("update") == []
     h.tick(0.1)
     wait_for(lambda: ws.find("update"), 5, message="snapshots after catching up")
     assert ws.find("update")[0][2:5] == (3, "get_snapshot", MARKETS)
     assert h.stats()["overflow_events"] == 1
+
+
+@pytest.fixture
+def slow_keeper(rec):
+    """The state keeper's probe replaced by one a test can block (``Block``) on an event; released at teardown."""
+    control = ProbeControl()
+    rec.refs["state_keeper"].stop(block=True, timeout=5)
+    rec.refs["state_keeper"] = Probe.start("state_keeper", 1, None, PeerTable(), {}, probe_log=rec.log,
+                                           control=control)
+    yield control
+    control.release.set()
+
+
+def keeper_inbox(rec: Recorders) -> list:
+    """What the state keeper probe handled, in order (book messages only)."""
+    return [e[3] for e in rec.log.events("message", "state_keeper") if type(e[3]) in (BookFramesReceived, BookStale)]
+
+
+def replay_as_state_keeper(sent: list, received: list) -> int:
+    """Replays ``received`` as the state keeper applies it: a snapshot makes its book valid, ``BookStale`` stale,
+    a delta applies only to a valid book. Every applied delta must be the very next frame of that market the
+    exchange sent (``sent``) after the book's last snapshot — so no dropped delta is missing from a book the
+    state keeper thinks valid. Returns how many deltas were applied."""
+    by_market: dict[str, list] = {}
+    for f in sent:
+        by_market.setdefault(f.market_ticker, []).append(f)
+    position: dict[str, int | None] = {}  # index of the last applied frame per market; None = stale
+    applied = 0
+    for m in received:
+        if type(m) is BookStale:
+            position[m.market_ticker] = None
+            continue
+        for f in m.frames:
+            t = f.market_ticker
+            if type(f) is OrderbookSnapshot:
+                position[t] = by_market[t].index(f)
+            elif position.get(t) is not None:
+                nxt = position[t] + 1
+                assert by_market[t][nxt] == f, f"{f} applied to a valid book that missed {by_market[t][nxt]}"
+                position[t] = nxt
+                applied += 1
+    return applied
+
+
+def test_slow_state_keeper_drops_deltas_after_staling_books_and_resnapshots(slow_keeper, harness, rec):
+    bound = 8
+    h = harness(overflow_depth=bound)
+    live(h, sid=3)
+    sent = [snap(t, i + 1, 3) for i, t in enumerate(MARKETS)]  # what live() sent
+    ws = h.ws
+    keeper = rec.refs["state_keeper"]
+    keeper.tell(Block())
+    assert slow_keeper.blocked.wait(5)
+
+    def send(*frames):
+        sent.extend(frames)
+        ws.frames(*frames)
+        h.stats()  # one batch at a time: our own mailbox stays short, only the consumer's grows
+
+    seq = 3
+    for i in range(40):
+        send(delta(MARKETS[i % 2], seq, 3))
+        seq += 1
+    # Batches go on while the state keeper holds at most `bound`; the next one starts the episode.
+    stats = h.stats()
+    assert stats["overflowed"] is True and stats["deltas_dropped"] == 40 - (bound + 1)
+    assert (stats["overflow_events"], stats["downstream_overflows"]) == (1, 1)
+    # Snapshots still go through; a delta after one re-stales that book first (KX-B's book is stale anyway).
+    send(snap("KX-A", seq, 3), delta("KX-A", seq + 1, 3), delta("KX-B", seq + 2, 3))
+    send(snap("KX-B", seq + 3, 3))
+    seq += 4
+    stats = h.stats()
+    assert stats["deltas_dropped"] == 40 - (bound + 1) + 2 and stats["overflow_restales"] == 1
+    # The state keeper's own retries are not sent while overflowed: every book is re-snapshotted at the end.
+    h.ref.tell(RequestSnapshot(market_tickers=("KX-A",), reason="state keeper: still stale"))
+    assert h.stats()["snapshot_requests_skipped"] == 1
+    h.tick(0.1)  # still backlogged: no catching up yet
+    assert h.stats()["overflowed"] is True and ws.find("update") == []
+    depth = mailbox_depth(keeper)
+    assert depth <= bound + len(MARKETS) + 4, depth  # bounded: + stale marks, 2 snapshot batches, 1 re-stale
+
+    slow_keeper.release.set()
+    wait_for(lambda: mailbox_depth(keeper) == 0, 5, message="state keeper drained")
+    keeper.ask(RequestStats(), timeout=5)
+    received = keeper_inbox(rec)
+    first_stale = next(i for i, m in enumerate(received) if type(m) is BookStale)
+    assert [m.market_ticker for m in received[first_stale:first_stale + 2]] == list(MARKETS)
+    assert all("state keeper behind" in m.reason for m in received[first_stale:first_stale + 2])
+    before = [f for m in received[:first_stale] for f in m.frames if type(f) is OrderbookDelta]
+    assert [f.seq for f in before] == list(range(3, 3 + bound + 1))  # nothing dropped before the stale marks
+    after = received[first_stale + 2:]
+    assert [type(m).__name__ for m in after] == ["BookFramesReceived", "BookStale", "BookFramesReceived"]
+    assert after[0].frames == (snap("KX-A", 43, 3),) and after[2].frames == (snap("KX-B", 46, 3),)
+    assert after[1].market_ticker == "KX-A" and "dropped" in after[1].reason
+    assert replay_as_state_keeper(sent, received) == bound + 1
+
+    # Caught up (both mailboxes at most bound // 4): fresh snapshots for every book, deltas flow again.
+    h.tick(0.1)
+    wait_for(lambda: ws.find("update"), 5, message="snapshots after catching up")
+    assert ws.find("update")[0][2:5] == (3, "get_snapshot", MARKETS)
+    send(delta("KX-A", seq, 3), delta("KX-B", seq + 1, 3))
+    send(snap("KX-A", seq + 2, 3), snap("KX-B", seq + 3, 3))
+    stats = h.stats()
+    assert stats["overflowed"] is False and stats["deltas_dropped"] == 40 - (bound + 1) + 2
+    assert stats["feed_state"] == "live" and stats["overflow_events"] == 1
+    keeper.ask(RequestStats(), timeout=5)
+    received = keeper_inbox(rec)
+    assert received[-2].frames == (delta("KX-A", seq, 3), delta("KX-B", seq + 1, 3))
+    # KX-B's book stayed valid since its snapshot in the episode (no delta of it was dropped after it).
+    assert replay_as_state_keeper(sent, received) == bound + 1 + 1
+
+
+def test_overflow_depth_zero_forwards_everything_to_a_slow_state_keeper(slow_keeper, harness, rec):
+    h = harness(overflow_depth=0)
+    live(h, sid=3)
+    rec.refs["state_keeper"].tell(Block())
+    assert slow_keeper.blocked.wait(5)
+    for i in range(30):
+        h.ws.frames(delta(MARKETS[i % 2], 3 + i, 3))
+    stats = h.stats()
+    assert stats["deltas_dropped"] == 0 and stats["overflow_events"] == 0 and stats["overflowed"] is False
+    assert mailbox_depth(rec.refs["state_keeper"]) == 30
+    slow_keeper.release.set()
+    rec.wait("state_keeper", BookFramesReceived, 31)
+    assert rec.got("state_keeper", BookStale) == []
 
 
 def test_cleanup_stops_the_client_and_reports_stopped(harness, rec, tmp_path):

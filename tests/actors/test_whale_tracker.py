@@ -10,6 +10,8 @@ from messages.control import RequestStats, Tick
 from messages.execution import WhaleSightings
 from messages.market import TradePrinted, TradesPrinted
 from messages.whale import Decision, WhaleDecisionMade, WhaleQueueUpdated
+from actors.base import PeerTable, mailbox_depth
+from tests.actors.conftest import Block, Echo, Probe, ProbeControl
 from tests.actors.helpers_whale import FakeClock, Recorders, context
 from tests.helpers import wait_for
 
@@ -133,3 +135,116 @@ def test_detection_disabled_ignores_trades(tmp_path):
         assert tr.updates() == []
     finally:
         tr.close()
+
+
+class BackloggedRig(TrackerRig):
+    """A tracker whose executor is a probe the test can block (``Block``) on an event; ``executor_backlog``
+    set. ``sync`` is the tracker's own barrier: the recorders' barrier would wait on the blocked executor."""
+
+    def __init__(self, tmp_path, executor_backlog):
+        self.clock = FakeClock()
+        self.rec = Recorders(("broadcaster",))
+        self.control = ProbeControl()
+        self.executor = Probe.start("whale_executor", 1, None, PeerTable(), {}, probe_log=self.rec.log,
+                                    control=self.control)
+        self.rec.refs["whale_executor"] = self.executor
+        ctx = context(tmp_path, self.clock)
+        self.ref = WhaleTracker.start("whale_tracker", 1, None, self.rec.peers(),
+                                      {"context": ctx, "stats_interval_s": 1.0, "executor_backlog": executor_backlog})
+
+    def sync(self):
+        return self.ref.ask(RequestStats(), timeout=5)
+
+    def block_executor(self):
+        self.control.release.clear()
+        self.control.blocked.clear()
+        self.executor.tell(Block())
+        assert self.control.blocked.wait(5)
+
+    def release_executor(self):
+        self.control.release.set()
+        wait_for(lambda: mailbox_depth(self.executor) == 0, 5, message="executor drained")
+        self.executor.ask(Echo(), timeout=5)  # its last message is handled too
+
+    def close(self):
+        self.control.release.set()  # never leave the probe blocked, even when the test failed
+        super().close()
+
+
+@pytest.fixture
+def backlogged(tmp_path):
+    rigs = []
+
+    def make(executor_backlog):
+        rigs.append(BackloggedRig(tmp_path, executor_backlog))
+        return rigs[-1]
+
+    yield make
+    for r in rigs:
+        r.close()
+
+
+def whales(tr, n, start=0):
+    """``n`` batches, each adding one whale (every batch changes the queue: one update each)."""
+    now = tr.clock.wall_ms()
+    for i in range(start, start + n):
+        tr.ref.tell(TradesPrinted(trades=(trade(f"w{i}", f"EVT-{i}", ts_ms=now),)))
+
+
+def test_blocked_executor_gets_only_the_newest_queue_update_once_it_drains(backlogged):
+    tr = backlogged(3)
+    tr.block_executor()
+    whales(tr, 6)  # updates 1-3 fill the executor's mailbox to the bound, 4-6 are held: newest wins
+    stats = tr.sync()
+    assert stats["queue_updates_conflated"] == 2 and stats["queue_update_held"] is True
+    assert mailbox_depth(tr.executor) == 3
+    tr.tick(0.1)  # still backlogged: the update stays held
+    assert tr.sync()["queue_update_held"] is True and mailbox_depth(tr.executor) == 3
+    tr.release_executor()
+    assert len(tr.updates()) == 3
+    tr.tick(0.1)  # the next Tick finds the mailbox below the bound
+    wait_for(lambda: len(tr.updates()) == 4, 5, message="the held update")
+    broadcast = tr.updates("broadcaster")
+    assert len(broadcast) == 6  # the broadcaster gets every update
+    assert tr.updates()[:3] == broadcast[:3] and tr.updates()[3] == broadcast[5]
+    assert len(tr.updates()[3].queue) == 6
+    stats = tr.sync()
+    assert stats["queue_update_held"] is False and stats["updates_sent"] == 6
+
+
+def test_held_update_goes_out_on_the_next_publish_and_before_sightings(backlogged):
+    tr = backlogged(2)
+    tr.block_executor()
+    whales(tr, 3)  # the third update is held
+    assert tr.sync()["queue_update_held"] is True
+    tr.release_executor()
+    # No Tick: the next publish replaces the held update and, the mailbox being short now, sends it at once.
+    whales(tr, 1, start=3)
+    stats = tr.sync()
+    assert stats["queue_update_held"] is False and stats["queue_updates_conflated"] == 1
+    wait_for(lambda: len(tr.updates()) == 3, 5, message="the newest update")
+    assert len(tr.updates()[-1].queue) == 4
+    # Blocked again with an update held: a repeated trade's sighting is never held, and the held queue goes
+    # out just before it (the executor journals a whale's first sighting before its repeats).
+    tr.block_executor()
+    whales(tr, 3, start=4)  # 2 told, the third (7 whales) held
+    assert tr.sync()["queue_update_held"] is True
+    now = tr.clock.wall_ms()
+    tr.ref.tell(TradesPrinted(trades=(trade("w6", "EVT-6", ts_ms=now),)))
+    assert tr.sync()["queue_update_held"] is False
+    tr.release_executor()
+    got = [e[3] for e in tr.rec.log.events("message", "whale_executor") if not isinstance(e[3], (Block, Echo))]
+    assert [type(m).__name__ for m in got[-4:]] == ["WhaleQueueUpdated"] * 3 + ["WhaleSightings"]
+    assert len(got[-2].queue) == 7 and got[-1].sightings[0][1] == "w6"
+    assert got[-1].sightings[0][0].whale_id in {w.whale_id for w in got[-2].queue}
+
+
+def test_executor_backlog_zero_sends_every_update(backlogged):
+    tr = backlogged(0)
+    tr.block_executor()
+    whales(tr, 6)
+    stats = tr.sync()
+    assert stats["queue_updates_conflated"] == 0 and stats["queue_update_held"] is False
+    assert mailbox_depth(tr.executor) == 6
+    tr.release_executor()
+    assert tr.updates() == tr.updates("broadcaster") and len(tr.updates()) == 6
