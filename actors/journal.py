@@ -6,7 +6,9 @@ order outcomes and fills, written before any side effect (reliability rules 1, 2
 - Every record carries a global ``seq`` (1, 2, 3 … across all tables) and a checksum of
   (seq, table, body). Replay walks the records in seq order; a gap, a checksum mismatch or an
   unreadable body raises ``JournalCorrupt`` naming the table and seq — never skipped silently.
-  A torn tail (a transaction cut by a crash) is SQLite's job: the WAL drops it whole.
+  A torn tail (a transaction cut by a crash) is SQLite's job: the WAL drops it whole. We report it (D2):
+  before SQLite opens the file, the WAL's frames after its last commit frame are measured
+  (``torn_tail_bytes``, logged as a warning); the records before it replay intact.
 - Any write failure raises ``JournalError`` and the journal stays failed: the caller stops trading.
 - ``batch()`` groups records into one transaction, so one evaluation costs one fsync instead of one per
   record. ``record_intent`` is durable when it returns, inside a batch too: it commits the batch so far.
@@ -21,12 +23,15 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
+
+log = logging.getLogger(__name__)
 
 from messages.whale import FINAL_ACTIONS, FOLLOW, Decision, OrderPlan, Whale
 
@@ -141,12 +146,47 @@ class RecoveryView:
     intent_times_ms: tuple[int, ...]  # when each intent was written (rebuilds the token bucket)
     state_hash: str
     evaluated: tuple[EvaluatedWhale, ...] = ()  # the evaluated sets above, per whale and with its time
+    torn_tail_bytes: int = 0  # an unfinished transaction a crash left in the WAL, ignored (not in state_hash)
 
     @property
     def unknown_outcomes(self) -> int:
         """Orders that may exist at the exchange without our knowing: every pending intent, since
         one never answered may have been sent just before a crash. No new order until resolved."""
         return len(self.pending_intents)
+
+
+_WAL_MAGIC = (0x377F0682, 0x377F0683)
+_WAL_HEADER, _WAL_FRAME_HEADER = 32, 24
+
+
+def wal_uncommitted_tail(wal: Path) -> int:
+    """Bytes at the end of a SQLite WAL file after its last commit frame (a transaction a crash cut short,
+    including a partly written frame), which SQLite ignores on recovery. 0 when there is no WAL or nothing
+    after the last commit. Frames are followed while their salts match the header's (older frames left from
+    before a WAL reset carry other salts and are not counted)."""
+    try:
+        data = wal.read_bytes()
+    except OSError:
+        return 0
+    if len(data) < _WAL_HEADER or int.from_bytes(data[0:4], "big") not in _WAL_MAGIC:
+        return 0
+    page_size = int.from_bytes(data[8:12], "big")
+    if page_size == 1:  # the format stores 65536 as 1
+        page_size = 65536
+    salts = data[16:24]
+    frame = _WAL_FRAME_HEADER + page_size
+    pos = committed_end = _WAL_HEADER
+    while pos + _WAL_FRAME_HEADER <= len(data) and data[pos + 8:pos + 16] == salts:
+        if pos + frame > len(data):
+            break  # a frame cut mid-write
+        if int.from_bytes(data[pos + 4:pos + 8], "big"):  # "database size after commit": a commit frame
+            committed_end = pos + frame
+        pos += frame
+    if pos + _WAL_FRAME_HEADER > len(data) or data[pos + 8:pos + 16] == salts:
+        end = len(data)  # our frames (or a torn piece of one) run to the end of the file
+    else:
+        end = pos  # what follows belongs to an older WAL generation
+    return max(0, end - committed_end)
 
 
 class Journal:
@@ -162,6 +202,11 @@ class Journal:
             # of the database file to its -wal and -shm files).
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._lock_fd = self._take_writer_lock()
+            # Read before SQLite's own recovery, which drops an unfinished transaction without a word.
+            self.torn_tail_bytes = wal_uncommitted_tail(Path(str(self.path) + "-wal"))
+            if self.torn_tail_bytes:
+                log.warning("journal %s: %d bytes of a transaction a crash left unfinished are ignored; every "
+                            "committed record replays", self.path.name, self.torn_tail_bytes)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
             os.close(fd)
             os.chmod(self.path, 0o600)
@@ -558,4 +603,5 @@ class Journal:
             intent_times_ms=tuple(d["ts_ms"] for _, d in sorted(intents.values(), key=lambda v: v[0])),
             state_hash=hashlib.sha256(_canonical(state).encode()).hexdigest(),
             evaluated=tuple(records),
+            torn_tail_bytes=self.torn_tail_bytes,
         )

@@ -251,8 +251,10 @@ class WhaleExecutor(SupervisedActor):
                 reason="intent without an outcome at start",
             )
         log.info(
-            "%s: journal replayed (last seq %d, %d evaluated whales, %d recent enough to remember, %d pending intents)",
+            "%s: journal replayed (last seq %d, %d evaluated whales, %d recent enough to remember, %d pending intents, "
+            "%d bytes of an unfinished transaction ignored)",
             self.name, view.last_seq, len(view.evaluated_whale_ids), len(self.evaluated), len(view.pending_intents),
+            view.torn_tail_bytes,
         )
         ctx = self.ctx
         factory = self._venue_factory

@@ -9,7 +9,7 @@ import stat
 
 import pytest
 
-from actors.journal import JOURNAL_FILE, Journal, JournalCorrupt, JournalError
+from actors.journal import JOURNAL_FILE, Journal, JournalCorrupt, JournalError, wal_uncommitted_tail
 from actors.whale_rules import PublicTrade, WhaleQueue, client_order_id_for
 from kalshi.units import COUNT_ONE
 from messages.whale import Decision, OrderPlan
@@ -253,6 +253,31 @@ def test_torn_tail_loses_only_the_unfinished_transaction(tmp_path):
         view = recovered.load()
     assert view.last_seq == 4 and view.fill_ids == frozenset()
     assert view.known_orders  # the accepted order before the torn write survived
+    assert view.torn_tail_bytes > 3000 - 100  # D2: reported, not silent (the fill's frames, minus the cut)
+
+
+def test_wal_tail_measure(tmp_path):
+    """D2: what wal_uncommitted_tail counts — nothing for a clean WAL, the frames after the last commit."""
+    assert wal_uncommitted_tail(tmp_path / "absent-wal") == 0
+    j = Journal(tmp_path)
+    try:
+        follow(j, whale("a", market="KXA-1-A"))
+        wal_path = tmp_path / (JOURNAL_FILE + "-wal")
+        wal = wal_path.read_bytes()
+        assert wal_uncommitted_tail(wal_path) == 0  # every frame so far belongs to a committed transaction
+        page = int.from_bytes(wal[8:12], "big")
+        frame = 24 + page
+        last = len(wal) - frame  # the last frame (a commit frame): turn it into a non-commit frame
+        uncommitted = wal[:last + 4] + b"\0\0\0\0" + wal[last + 8:]
+        cut = tmp_path / "cut-wal"
+        cut.write_bytes(uncommitted)
+        assert wal_uncommitted_tail(cut) >= frame
+        cut.write_bytes(wal + b"\x00" * 10)  # a few bytes of a next frame: too short to be ours, still a tail
+        assert wal_uncommitted_tail(cut) == 10
+        cut.write_bytes(wal[:20])
+        assert wal_uncommitted_tail(cut) == 0  # not even a header: nothing to say
+    finally:
+        j.close()
 
 
 def _fill_the_disk(j: Journal) -> None:
