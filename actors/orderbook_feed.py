@@ -355,6 +355,7 @@ class OrderbookFeed(WsFeedActor):
             return
         if self.sid is None or not self.connected:
             # Nothing to ask yet: a (re)connection or a pending subscription brings snapshots anyway.
+            self.snapshot_requests_skipped += 1  # counted: the state keeper keeps asking while we are down
             if self.connected and self.stage is None:
                 self._set_stage(SUBSCRIBE)
             return

@@ -174,6 +174,10 @@ def test_disconnect_stales_books_and_reconnect_recovers(harness, rec):
     stale = rec.wait("state_keeper", BookStale, 2)
     assert all("connection lost" in s.reason for s in stale)
     assert h.stats()["feed_state"] == "backoff"
+    # The state keeper keeps asking for snapshots of its stale books while we are down: counted, nothing sent
+    # (the reconnection's subscription brings every snapshot).
+    h.ref.tell(RequestSnapshot(market_tickers=("KX-A",), reason="stale"))
+    assert h.stats()["snapshot_requests_skipped"] == 1 and not ws.find("update")
     # Frames of the dropped connection that are still queued are ignored.
     old = ws.conn_id
     ws.connect()
