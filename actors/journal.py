@@ -147,6 +147,9 @@ class RecoveryView:
     state_hash: str
     evaluated: tuple[EvaluatedWhale, ...] = ()  # the evaluated sets above, per whale and with its time
     torn_tail_bytes: int = 0  # an unfinished transaction a crash left in the WAL, ignored (not in state_hash)
+    # The bodies of the paper fills (source "paper"), in journal order: paper execution rebuilds its
+    # in-process account from them at start. Covered by state_hash through ``fill_ids``.
+    paper_fills: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def unknown_outcomes(self) -> int:
@@ -528,6 +531,7 @@ class Journal:
         last_status: dict[str, str] = {}
         orders: dict[str, str] = {}
         fills: set[str] = set()
+        paper_fills: list[Mapping[str, Any]] = []
         records: list[EvaluatedWhale] = []
         last_seq = 0
         for table, seq, data in self._records():
@@ -558,6 +562,8 @@ class Journal:
                         orders[coid] = data["order_id"]
                 elif table == "fills":
                     fills.add(data["fill_id"])
+                    if data.get("source") == "paper":
+                        paper_fills.append(data)  # checked field by field when restored
             except (KeyError, TypeError) as exc:
                 raise JournalCorrupt(table, seq, f"missing field {exc}") from None
 
@@ -604,4 +610,5 @@ class Journal:
             state_hash=hashlib.sha256(_canonical(state).encode()).hexdigest(),
             evaluated=tuple(records),
             torn_tail_bytes=self.torn_tail_bytes,
+            paper_fills=tuple(paper_fills),
         )

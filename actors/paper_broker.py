@@ -13,19 +13,33 @@ Positions: net count q (+ YES, − NO). A YES fill while q < 0 first closes NO: 
 p and redeem the YES+NO pair for $1, receiving 1 − p; likewise a NO fill while q > 0 closes YES,
 receiving p. Exposure is the cost basis of the open contracts (fees excluded, as Kalshi reports
 ``market_exposure``); realized P&L on a close is proceeds − removed basis (fees kept apart).
+
+Restart (``restore``): the account lives in this process only, so the executor rebuilds it from the journaled
+paper fills at start. Each fill is re-applied exactly as ``submit`` applied it (positions, exposure, realized
+P&L, fees, cash), and the orders they belong to are registered again by client_order_id, so ``order(coid)``
+finds them and a resend of the same client_order_id is refused as a duplicate. A restored order is rebuilt
+from its fills alone (the journal does not keep the request with them): ``initial_count`` = ``fill_count``,
+status ``executed``, ``price`` = the worst price it filled at. An order that filled nothing left no fill, so it
+is not restored: ``order(coid)`` answers None for it — it changed nothing, and sending it again cannot fill
+twice.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from kalshi.fees import FeeSchedule
-from kalshi.units import COUNT_ONE, PRICE_ONE, notional
+from kalshi.units import COUNT_ONE, PRICE_ONE, notional, safe_repr
 from messages.whale import OrderPlan
 
-__all__ = ["PaperBroker", "PaperFill", "PaperOrder", "PaperResult", "PaperPosition", "PaperSettlement"]
+__all__ = [
+    "PaperBroker", "PaperFill", "PaperOrder", "PaperResult", "PaperPosition", "PaperSettlement", "PaperRestore",
+]
+
+log = logging.getLogger(__name__)
 
 
 class PaperBook(Protocol):
@@ -104,6 +118,18 @@ class PaperSettlement:
     ts_ms: int
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaperRestore:
+    """What ``restore`` rebuilt: counts, the open positions after it, and per market the cost (fees excluded)
+    of the fills restored there, i.e. what our orders spent in it."""
+
+    applied: int
+    skipped: int  # bad or foreign bodies, and fills already on this broker
+    orders: int
+    positions: tuple[PaperPosition, ...]
+    fill_cost: tuple[tuple[str, int], ...] = ()  # (market, cost of its restored fills), sorted by market
+
+
 @dataclass(slots=True)
 class _Position:
     position: int = 0
@@ -116,6 +142,75 @@ def _hash_id(prefix: str, text: str) -> str:
     return prefix + hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
+_RESTORE_WARNINGS = 10  # skipped fills logged one by one; past this, one summary line
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _fill_from_body(body: Any) -> tuple[PaperFill | None, str]:
+    """A journaled paper fill body → PaperFill, or (None, what is wrong with it)."""
+    if not isinstance(body, Mapping):
+        return None, "not an object"
+    if body.get("source") != "paper":
+        return None, f"not a paper fill (source {safe_repr(body.get('source'))})"
+    for key in ("fill_id", "order_id", "client_order_id", "market"):
+        if not isinstance(body.get(key), str) or not body[key]:
+            return None, f"bad {key}"
+    outcome, yes_price, count, fee, ts_ms = (body.get(k) for k in ("outcome", "yes_price", "count", "fee", "ts_ms"))
+    if outcome not in ("yes", "no"):
+        return None, "bad outcome"
+    if not _is_int(yes_price) or not 0 < yes_price < PRICE_ONE:
+        return None, "bad yes_price"
+    if not _is_int(count) or count <= 0:
+        return None, "bad count"
+    if not _is_int(fee) or fee < 0:
+        return None, "bad fee"
+    if not _is_int(ts_ms) or ts_ms < 0:
+        return None, "bad ts_ms"
+    return PaperFill(
+        fill_id=body["fill_id"],
+        order_id=body["order_id"],
+        client_order_id=body["client_order_id"],
+        ticker=body["market"],
+        outcome=outcome,
+        book_side="bid" if outcome == "yes" else "ask",
+        count=count,
+        yes_price=yes_price,
+        no_price=PRICE_ONE - yes_price,
+        fee=fee,
+        is_taker=True,
+        ts_ms=ts_ms,
+    ), ""
+
+
+def _order_from_fills(client_order_id: str, fills: list[PaperFill]) -> PaperOrder:
+    """The order behind restored fills (all of one order, checked by ``restore``). The request is not
+    journaled with them: the order is taken as fully ``executed`` at what filled, its limit as the worst
+    YES price it filled at (a bid fills at or below its limit, an ask at or above)."""
+    first = fills[0]
+    filled = sum(f.count for f in fills)
+    raw = sum(f.count * f.outcome_price for f in fills)
+    yes_prices = [f.yes_price for f in fills]
+    return PaperOrder(
+        order_id=first.order_id,
+        client_order_id=client_order_id,
+        ticker=first.ticker,
+        side=first.book_side,
+        price=max(yes_prices) if first.book_side == "bid" else min(yes_prices),
+        time_in_force="immediate_or_cancel",
+        status="executed",
+        initial_count=filled,
+        fill_count=filled,
+        remaining_count=0,
+        fill_cost=sum(notional(f.count, f.outcome_price) for f in fills),
+        fees=sum(f.fee for f in fills),
+        average_fill_price=-(-raw // filled),
+        ts_ms=first.ts_ms,
+    )
+
+
 class PaperBroker:
     """Fills order plans against a book; keeps positions, cash, P&L and settlements."""
 
@@ -125,6 +220,7 @@ class PaperBroker:
         self.cash = balance if balance is not None else 0
         self._positions: dict[str, _Position] = {}
         self._orders: dict[str, PaperOrder] = {}  # client_order_id → order
+        self._fill_ids: set[str] = set()  # every fill applied: restoring one twice changes nothing
         self.settlements: list[PaperSettlement] = []
 
     # -- orders --
@@ -170,6 +266,7 @@ class PaperBroker:
                 ts_ms=now_ms,
             )
             self._apply_fill(fill)
+            self._fill_ids.add(fill.fill_id)
             fills.append(fill)
         raw = sum(c * p for c, p in legs)
         order = PaperOrder(
@@ -220,6 +317,48 @@ class PaperBroker:
 
     def order(self, client_order_id: str) -> PaperOrder | None:
         return self._orders.get(client_order_id)
+
+    # -- restart --
+
+    def restore(self, fills: Iterable[Mapping[str, Any]]) -> PaperRestore:
+        """Re-apply journaled paper fills (bodies as the executor journals them, in journal order) and
+        register the orders they belong to. Meant for a fresh broker at start.
+
+        Skipped, counted and logged, never raised: a body that is not a paper fill or is malformed; a fill
+        contradicting its order's earlier fills (another order id, market or outcome); a fill of an order
+        this broker made itself; a fill id already applied (so restoring twice changes nothing)."""
+        applied = skipped = 0
+        groups: dict[str, list[PaperFill]] = {}
+        cost: dict[str, int] = {}
+        for body in fills:
+            fill, problem = _fill_from_body(body)
+            if fill is not None:
+                if fill.fill_id in self._fill_ids:
+                    fill, problem = None, "fill already applied"
+                elif fill.client_order_id in self._orders:
+                    fill, problem = None, "fill of an order this broker already has"
+                else:
+                    group = groups.get(fill.client_order_id)
+                    first = group[0] if group else fill
+                    if (first.order_id, first.ticker, first.outcome) != (fill.order_id, fill.ticker, fill.outcome):
+                        fill, problem = None, "contradicts the earlier fills of its client_order_id"
+            if fill is None:
+                skipped += 1
+                if skipped <= _RESTORE_WARNINGS:
+                    fill_id = body.get("fill_id") if isinstance(body, Mapping) else None
+                    log.warning("paper restore: fill %s skipped: %s", safe_repr(fill_id), problem)
+                continue
+            self._apply_fill(fill)
+            self._fill_ids.add(fill.fill_id)
+            groups.setdefault(fill.client_order_id, []).append(fill)
+            cost[fill.ticker] = cost.get(fill.ticker, 0) + notional(fill.count, fill.outcome_price)
+            applied += 1
+        if skipped > _RESTORE_WARNINGS:
+            log.warning("paper restore: %d fills skipped in all (the first %d logged)", skipped, _RESTORE_WARNINGS)
+        for coid, group in groups.items():
+            self._orders[coid] = _order_from_fills(coid, group)
+        return PaperRestore(applied=applied, skipped=skipped, orders=len(groups), positions=self.positions(),
+                            fill_cost=tuple(sorted(cost.items())))
 
     # -- positions --
 

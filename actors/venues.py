@@ -4,7 +4,8 @@
 - ``LiveVenue``: an ExchangeVenue against Kalshi production. It refuses to construct unless the settings say
   prod + live AND the environment carries the opt-in value (main.py checks too: defence in depth).
 - ``PaperVenue(broker, book_source)``: production data, paper orders: fills computed by ``PaperBroker`` from
-  the latest immutable ``BookView`` of the market (nothing is sent anywhere).
+  the latest immutable ``BookView`` of the market (nothing is sent anywhere). Its account lives in-process:
+  ``restore(fills)`` rebuilds it from the journaled paper fills when the executor starts.
 
 Every venue call is blocking and runs on the ``VenueWorker`` thread the executor owns: one job at a time,
 results told back to the actor as ``VenueJobDone`` messages. Venue answers are frozen values, so they can
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from kalshi.book import OrderBook
 from kalshi.fees import FeeSchedule
@@ -48,7 +49,7 @@ from messages.whale import OrderPlan
 
 from ._util import WorkerThread
 from .base import error_text
-from .paper_broker import PaperBroker
+from .paper_broker import PaperBroker, PaperRestore
 from .settings import LIVE_OPT_IN_ENV, LIVE_OPT_IN_VALUE
 
 __all__ = [
@@ -363,6 +364,19 @@ class PaperVenue:
             ),
             **base,
         )
+
+    def restore(self, fills: Iterable[Mapping[str, Any]]) -> PaperRestore:
+        """Rebuild the paper account from journaled paper fills (``PaperBroker.restore``); run before any
+        order. Their orders are then found by ``find`` (and a resend of one is a duplicate). Only paper
+        has this: an exchange's account outlives us."""
+        fills = tuple(fills)
+        report = self.broker.restore(fills)
+        for body in fills:  # cancel() finds orders by order id
+            coid = body.get("client_order_id") if isinstance(body, Mapping) else None
+            order = self.broker.order(coid) if isinstance(coid, str) else None
+            if order is not None:
+                self._client_ids[order.order_id] = coid
+        return report
 
     def find(self, client_order_id: str, market: str | None) -> FoundOrder | None:
         order = self.broker.order(client_order_id)

@@ -16,7 +16,8 @@ thread this actor owns (actors.venues.VenueWorker: one blocking venue call at a 
 
 Outcomes (reliability rules 1, 2, 7, 12; F06–F08, F16–F18, F20):
 - accepted / rejected → journal outcome + ``OrderAccepted`` / ``OrderRejected``. A rejection is final for the
-  whale (a triggered order group answers 400 to every create: no re-placement loop).
+  whale (a triggered order group answers 400 to every create: no re-placement loop). Paper fills are journaled
+  (one transaction) before the accepted outcome, then told to the state keeper with the new position.
 - 409 duplicate client_order_id → the order exists: read it back (as for an unknown outcome).
 - unknown (timeout, 5xx, reset, 2xx without an order) → ``OrderOutcomeUnknown``; no new order anywhere while
   any outcome is unknown. Resolved by ``find`` (by client_order_id) on Ticks with capped exponential backoff:
@@ -29,7 +30,11 @@ Outcomes (reliability rules 1, 2, 7, 12; F06–F08, F16–F18, F20):
 
 Start (setup): open the journal (a corrupt journal — ``JournalCorrupt``, marked permanent — fails setup and the
 supervisor goes to ERROR at once with its table and seq, D3; an unopenable one fails setup and is restarted), replay it (evaluated whales, token bucket history, pending intents), then in the
-worker: resolve every pending intent by client_order_id, create the session's order group
+worker: (paper execution) rebuild the paper account from the journaled paper fills — positions, exposure, P&L,
+cash and the orders they belong to — and tell the state keeper the restored positions; resolve every pending
+intent by client_order_id (on paper: an intent with journaled fills is found, hence accepted and never resent;
+one without fills is absent and resent while its whale is fresh, as on an exchange; the reconcile refuses to run
+against a paper account that was not restored), create the session's order group
 (settings.order_group_contracts_limit) that our orders carry, cancel orphaned resting orders (not in that
 group) when settings.cleanup_on_startup; then ``TradingClientReady``. Failure → ``TradingClientDown`` and a
 retry after ``reconcile_retry_s``.
@@ -57,7 +62,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Iterable
 
 from kalshi.units import format_count
-from messages.account import FillReceived
+from messages.account import FillReceived, PositionChanged
 from messages.control import (
     DataSynced,
     ExecutionFinished,
@@ -105,6 +110,7 @@ from ._util import NS_PER_MS, NS_PER_S, BoundedIdSet, config_int, config_seconds
 from .base import SupervisedActor, error_text, handles
 from .context import SystemContext, context_of
 from .journal import Journal, JournalError
+from .paper_broker import PaperRestore
 from .strategies import Strategy, make_strategy
 from .venues import Venue, VenueError, VenueWorker, book_from_view, make_venue
 from .whale_rules import Context, EvaluatedWhales, FollowRules, TokenBucket
@@ -150,6 +156,13 @@ class _Open:
     resends: int = 0
     reason: str = ""
     gave_up_logged: bool = False
+
+
+def _fill_body(fill: FillReceived) -> dict[str, Any]:
+    """A fill as journaled (``PaperBroker.restore`` reads paper ones back)."""
+    return {"order_id": fill.order_id, "client_order_id": fill.client_order_id, "market": fill.market_ticker,
+            "outcome": fill.outcome_side, "yes_price": fill.yes_price, "count": fill.count, "fee": fill.fee,
+            "ts_ms": fill.ts_ms, "source": fill.source}
 
 
 class _NoTokens:
@@ -210,7 +223,12 @@ class WhaleExecutor(SupervisedActor):
         self.last_reason: dict[str, tuple[str, str]] = {}
         self.open: dict[str, _Open] = {}
         self.filled_markets: dict[str, int] = {}  # market -> mono ns of the fill
-        self.paper_exposure: dict[str, int] = {}
+        self.paper_exposure: dict[str, int] = {}  # market -> cost of our paper fills there (fees excluded)
+        # Paper execution: the journaled paper fills to rebuild the account from, until restored (then None).
+        self._paper_restore: tuple | None = None
+        self._restoring = False
+        # Worker-thread side: the venue the fills were restored into (reconcile refuses any other one).
+        self._restored_into: dict[str, Any] = {}
         self.known_orders: dict[str, str] = {}  # client_order_id -> order_id
         self._acting = False
         self._rl_attempt = 0
@@ -240,6 +258,8 @@ class WhaleExecutor(SupervisedActor):
             if e.ts_ms >= horizon:  # older ones could only be skipped for age: not worth remembering
                 self.evaluated.add(e.whale_id, e.trade_ids, e.sweep, e.ts_ms)
         self.known_orders = dict(view.known_orders)
+        if self.ctx.execution == "paper" and view.paper_fills:
+            self._paper_restore = view.paper_fills
         self.bucket = TokenBucket.from_history(
             settings.whale_max_trades_per_minute, settings.whale_token_refill_seconds, view.intent_times_ms
         )
@@ -340,9 +360,7 @@ class WhaleExecutor(SupervisedActor):
 
     def _journal_fill(self, fill: FillReceived) -> bool:
         """Journal one fill (a fill id already journaled is a no-op); False when the journal is down."""
-        body = {"order_id": fill.order_id, "client_order_id": fill.client_order_id, "market": fill.market_ticker,
-                "outcome": fill.outcome_side, "yes_price": fill.yes_price, "count": fill.count, "fee": fill.fee,
-                "ts_ms": fill.ts_ms, "source": fill.source}
+        body = _fill_body(fill)
         added: list[bool] = []
         if not self._journal_write(lambda j: added.append(j.record_fill(fill.fill_id, body))):
             return False
@@ -445,6 +463,7 @@ class WhaleExecutor(SupervisedActor):
             "place": self._on_place,
             "resolve": self._on_resolve,
             "reconcile": self._on_reconcile,
+            "restore": self._on_restore,
             "cancel": self._on_cancel,
             "cleanup": self._on_cleanup_done,
             "sync": self._on_sync_done,
@@ -477,9 +496,13 @@ class WhaleExecutor(SupervisedActor):
         if status != "rate_limited":
             self._rl_attempt = 0
         if status == "accepted":
+            # Paper fills are journaled BEFORE the outcome: a crash between the two leaves the intent pending with
+            # its fills on disk, and the restart finds the order in the restored paper account (never resent).
+            fills_journaled = self._journal_paper_fills(outcome)
             self._close_accepted(order, outcome.order_id or "", outcome.fill_count, outcome.remaining_count,
                                  outcome.average_fill_price, outcome.average_fee_paid, outcome.fill_cost, {})
-            self._paper_fills(outcome)
+            if fills_journaled:
+                self._paper_fills(outcome)
         elif status == "rejected":
             if outcome.status_code == 404 and "order group" in outcome.detail.lower():
                 # F11b: the exchange no longer knows our group (it restarted empty): make a new one now
@@ -681,7 +704,9 @@ class WhaleExecutor(SupervisedActor):
             for p in acct.positions:
                 if p.position:
                     positions.add(p.market_ticker)
-                    exposure[p.market_ticker] = exposure.get(p.market_ticker, 0) + abs(p.cost)
+                    # Paper: the account view's position IS our paper fills (told back by the state keeper),
+                    # counted once — the larger figure covers the moment before the view catches up.
+                    exposure[p.market_ticker] = max(exposure.get(p.market_ticker, 0), abs(p.cost))
                 daily_pnl += p.realized_pnl - p.fees_paid
             resting = {o.market_ticker for o in acct.resting_orders}
             inflight |= acct.unsynced_fill_markets
@@ -879,11 +904,27 @@ class WhaleExecutor(SupervisedActor):
                                                    average_fill_price=avg_price, average_fee_paid=avg_fee, ts_ms=now_ms))
         self._processing(plan.whale_id, FOLLOWED)
 
+    def _journal_paper_fills(self, outcome: PlaceOutcome) -> bool:
+        """Paper execution: our fills exist only here — journal them, all in one transaction (a restart
+        rebuilds the paper account from them). False when the journal is down."""
+        if not outcome.fills:
+            return True
+        added: list[bool] = []
+
+        def write(journal: Journal) -> None:
+            with journal.batch():
+                for fill in outcome.fills:
+                    added.append(journal.record_fill(fill.fill_id, _fill_body(fill)))
+
+        if not self._journal_write(write):
+            return False
+        for new in added:
+            self._count("fills_journaled" if new else "fills_already_journaled")
+        return True
+
     def _paper_fills(self, outcome: PlaceOutcome) -> None:
-        """Paper execution: our fills exist only here — journal them and give them to the state keeper."""
+        """Paper execution: give the (journaled) fills and the new position to the state keeper."""
         for fill in outcome.fills:
-            if not self._journal_fill(fill):
-                return
             self.peers.tell("state_keeper", fill)
         if outcome.position is not None:
             self.peers.tell("state_keeper", outcome.position)
@@ -921,6 +962,10 @@ class WhaleExecutor(SupervisedActor):
     def _start_reconcile(self) -> None:
         if self.worker is None:
             return
+        must_restore = self._paper_restore is not None
+        if must_restore and not self._restoring:
+            self._submit_restore()  # queued first: the worker runs it before the reconcile below
+        restored_into = self._restored_into
         self._reconciling = True
         self._reconcile_due_ns = None
         pending = tuple((coid, o.plan.market) for coid, o in self.open.items() if o.state in ("unknown", "resolving"))
@@ -932,6 +977,12 @@ class WhaleExecutor(SupervisedActor):
         existing_gid = self.order_group_id
 
         def job(venue: Venue) -> ReconcileReport:
+            if must_restore and restored_into.get("venue") is not venue:
+                # Paper, and this venue's account was not rebuilt (the restore failed, or the venue was made
+                # after it): reading pending intents against an empty account would resend filled orders.
+                return ReconcileReport(resolved=(), unresolved=tuple(c for c, _ in pending),
+                                       order_group_id=existing_gid, group_error="paper account not restored",
+                                       canceled=None, cancel_error="")
             resolved, unresolved = [], []
             for coid, market in pending:
                 try:
@@ -955,6 +1006,47 @@ class WhaleExecutor(SupervisedActor):
                                    group_error=group_error, canceled=canceled, cancel_error=cancel_error)
 
         self.worker.submit("reconcile", job)
+
+    def _submit_restore(self) -> None:
+        """Paper execution: rebuild the in-process paper account from the journaled paper fills."""
+        if self.worker is None or self._paper_restore is None:
+            return
+        fills, restored_into = self._paper_restore, self._restored_into
+
+        def job(venue: Venue) -> Any:
+            restore = getattr(venue, "restore", None)
+            if restore is None:
+                raise VenueError(f"the {venue.name} venue cannot restore a paper account")
+            report = restore(fills)
+            restored_into["venue"] = venue
+            return report
+
+        self._restoring = True
+        self.worker.submit("restore", job)
+
+    def _on_restore(self, msg: VenueJobDone) -> None:
+        self._restoring = False
+        report = msg.result
+        if not isinstance(report, PaperRestore):
+            # The reconcile queued behind it refuses too; its retry restores again first.
+            self._count("paper_restore_failures")
+            log.error("%s: restoring the paper account failed: %s", self.name, msg.error)
+            return
+        self._paper_restore = None
+        now_ms, now_ns = self._now_ms(), self._now_ns()
+        for market, cost in report.fill_cost:
+            # As if our orders had just filled here: held (skip-if-positioned) and their cost counted.
+            self.paper_exposure[market] = self.paper_exposure.get(market, 0) + cost
+            self.filled_markets[market] = now_ns
+        for p in report.positions:
+            self.peers.tell("state_keeper", PositionChanged(
+                market_ticker=p.ticker, position=p.position, cost=p.exposure, realized_pnl=p.realized_pnl,
+                fees_paid=p.fees_paid, source="paper", ts_ms=now_ms))
+        self.counts["paper_fills_restored"] = report.applied
+        self.counts["paper_fills_skipped"] = report.skipped
+        (log.warning if report.skipped else log.info)(
+            "%s: paper account restored from the journal: %d fills, %d orders, %d open positions, %d fills skipped",
+            self.name, report.applied, report.orders, len(report.positions), report.skipped)
 
     def _cancel_resting(self, reason: str) -> None:
         if self.worker is None or self._cancel_out:
@@ -1025,6 +1117,7 @@ class WhaleExecutor(SupervisedActor):
             unknown_outcomes=sum(1 for o in self.open.values() if o.state in ("unknown", "resolving")),
             rate_limited_for_ms=max(0, (self._rl_until_ns - self._now_ns()) // NS_PER_MS) if hasattr(self, "ctx") else 0,
             queue=len(self.queue),
+            exposure=dict(self._context().exposure) if hasattr(self, "rules") else {},  # market -> cost, risk limits
             evaluated_remembered=len(self.evaluated) if hasattr(self, "evaluated") else 0,
             watched=sorted(self.watched),
             counts=dict(self.counts),

@@ -610,6 +610,24 @@ def test_paper_execution_fills_from_the_book_and_reports_fills_and_position(tmp_
         rig.close()
 
 
+def test_paper_exposure_is_counted_once_when_the_account_view_reports_it(tmp_path):
+    """The state keeper reports our paper position back: its cost is the same money as our paper fills, so the
+    risk limits see it once, not twice."""
+    from messages.account import PositionChanged
+
+    rig = Rig(tmp_path)
+    try:
+        rig.start(execution="paper", venue_factory=lambda ctx, books: PaperVenue(None, books, clock_ms=ctx.wall_ms))
+        a = whale("EVT-A", "yes", 5500, 300, rig.clock.wall_ms())
+        open_market(rig, a, books=[book("EVT-A", no=((4500, 2 * COUNT_ONE), (4400, 50 * COUNT_ONE)))])
+        [pos] = wait_for(lambda: rig.rec.got("state_keeper", PositionChanged), message="position")
+        assert rig.sync()["exposure"] == {"EVT-A": pos.cost}  # before the account view catches up
+        rig.tell(AccountViewUpdated(view=account({"EVT-A": (pos.position, pos.cost)}, version=7)))
+        assert rig.sync()["exposure"] == {"EVT-A": pos.cost}  # after: still once
+    finally:
+        rig.close()
+
+
 def test_make_venue_picks_the_venue_for_the_execution_mode(tmp_path, monkeypatch):
     from actors.venues import make_venue
     from tests.actors.helpers_whale import FakeClock, context as make_context
@@ -1011,3 +1029,169 @@ def test_a_plain_cancel_asks_for_no_sync_but_a_gone_order_does(rig):
     assert done.canceled == ("lost",) and done.filled == ()
     wait_for(lambda: rig.rec.got("state_keeper", SyncAccount), message="SyncAccount after a gone order")
     assert rig.sync()["counts"].get("cancel_gone") == 1
+
+
+# --- paper execution across a restart: the paper account is rebuilt from the journal ---
+
+
+class CountingPaperVenue(PaperVenue):
+    """The real paper venue, counting the orders placed on it (from the worker thread)."""
+
+    def __init__(self, books, clock_ms):
+        super().__init__(None, books, clock_ms=clock_ms)
+        self.places = []
+
+    def place(self, plan, order_group_id):
+        self.places.append(plan.client_order_id)
+        return super().place(plan, order_group_id)
+
+
+def start_paper(rig, venues, **opts):
+    def factory(ctx, books):
+        venues.append(CountingPaperVenue(books, ctx.wall_ms))
+        return venues[-1]
+
+    return rig.start(execution="paper", venue_factory=factory, **opts)
+
+
+def paper_fill_body(coid, order_id="paper-1", market="EVT-A", yes_price=5500, count=5 * COUNT_ONE, fee=87):
+    return {"order_id": order_id, "client_order_id": coid, "market": market, "outcome": "yes",
+            "yes_price": yes_price, "count": count, "fee": fee, "ts_ms": 1_000, "source": "paper"}
+
+
+def journal_follow(tmp_path, w, now_ms, fills=()):
+    """A crash after the intent of a follow of ``w`` (and ``fills`` journaled), before its outcome."""
+    from messages.whale import Decision
+
+    plan = OrderPlan(client_order_id=f"tv3-{w.whale_id[:8]}", whale_id=w.whale_id, market=w.market, outcome="yes",
+                     side="bid", price=5500, count=5 * COUNT_ONE)
+    with Journal(tmp_path) as j:
+        j.record_decision(Decision(action="follow", reason="x", whale_id=w.whale_id, market=w.market, final=True,
+                                   outcome="yes", trade_ids=w.trade_ids, whale_ts_ms=w.ts_ms, plan=plan,
+                                   client_order_id=plan.client_order_id))
+        j.record_intent(plan, now_ms)
+        for fill_id, body in fills:
+            assert j.record_fill(fill_id, body)
+    return plan
+
+
+def test_paper_restart_restores_positions_and_a_held_market_is_skipped(tmp_path):
+    from messages.account import PositionChanged
+
+    first = Rig(tmp_path)
+    try:
+        start_paper(first, [])
+        a = whale("EVT-A", "yes", 5500, 300, first.clock.wall_ms())
+        open_market(first, a, books=[book("EVT-A", no=((4500, 2 * COUNT_ONE), (4400, 50 * COUNT_ONE)))])
+        [before] = wait_for(lambda: first.rec.got("state_keeper", PositionChanged), message="first position")
+    finally:
+        first.close()  # the paper account of this run is gone with its venue
+    rig, venues = Rig(tmp_path), []
+    try:
+        start_paper(rig, venues)
+        [restored] = wait_for(lambda: rig.rec.got("state_keeper", PositionChanged), message="restored position")
+        assert (restored.market_ticker, restored.position, restored.cost, restored.fees_paid, restored.source) == (
+            "EVT-A", before.position, before.cost, before.fees_paid, "paper")
+        assert venues[0].broker.position("EVT-A").position == 5 * COUNT_ONE
+        # A new whale in the market we hold (the account view says nothing yet): skipped, not followed.
+        rig.clock.advance(10)  # this rig's clock starts where the first one did: a later trade
+        b = whale("EVT-A", "yes", 5600, 300, rig.clock.wall_ms(), trade_id="t-after-restart")
+        open_market(rig, b, books=[book("EVT-A", no=((4400, 50 * COUNT_ONE),))])
+        wait_for(lambda: rig.decisions(), message="decision after restart")
+        assert [d.action for d in rig.decisions()] == ["skipped_position"]
+        stats = rig.sync()
+        assert stats["counts"]["paper_fills_restored"] == 2 and stats["counts"]["paper_fills_skipped"] == 0
+        assert venues[0].places == []
+    finally:
+        rig.close()
+
+
+def test_paper_pending_intent_with_journaled_fills_resolves_as_accepted_and_is_never_resent(tmp_path):
+    from messages.account import FillReceived, PositionChanged
+
+    rig, venues = Rig(tmp_path), []
+    w = whale("EVT-A", "yes", 5500, 300, rig.clock.wall_ms())
+    plan = journal_follow(tmp_path, w, rig.clock.wall_ms(), fills=[("pf-1", paper_fill_body(f"tv3-{w.whale_id[:8]}"))])
+    try:
+        start_paper(rig, venues, absent_grace_s=1.0)
+        accepted = wait_for(lambda: rig.rec.got("broadcaster", OrderAccepted), message="resolved from the restore")[0]
+        assert (accepted.client_order_id, accepted.order_id, accepted.fill_count) == (plan.client_order_id, "paper-1",
+                                                                                     5 * COUNT_ONE)
+        [pos] = rig.rec.got("state_keeper", PositionChanged)
+        assert (pos.position, pos.cost, pos.fees_paid) == (5 * COUNT_ONE, 27_500, 87)
+        # Everything a resend would need is there: it never comes.
+        open_market(rig, w, books=[book("EVT-A", no=((4500, 50 * COUNT_ONE),))])
+        for _ in range(4):
+            rig.tick(1.0)
+            rig.sync()
+        assert venues[0].places == [] and rig.rec.got("state_keeper", FillReceived) == []
+        assert venues[0].broker.position("EVT-A").position == 5 * COUNT_ONE
+        with rig.journal() as j:
+            view = j.load()
+            [outcome] = [json.loads(r[0]) for r in j._query("SELECT body FROM order_outcomes")]
+        assert view.pending_intents == () and view.fill_ids == {"pf-1"}
+        assert (outcome["status"], outcome["order_id"], outcome["details"]["resolved"]) == ("accepted", "paper-1", True)
+    finally:
+        rig.close()
+
+
+def test_paper_pending_intent_without_fills_is_resent_while_fresh(tmp_path):
+    from messages.account import FillReceived
+
+    rig, venues = Rig(tmp_path), []
+    w = whale("EVT-A", "yes", 5500, 300, rig.clock.wall_ms())
+    # Another market's fill is on the journal (the account is restored), none of this intent's.
+    plan = journal_follow(tmp_path, w, rig.clock.wall_ms(),
+                          fills=[("pf-b", paper_fill_body("tv3-other", order_id="paper-b", market="EVT-B"))])
+    try:
+        start_paper(rig, venues, absent_grace_s=1.0)
+        assert venues[0].broker.position("EVT-B").position == 5 * COUNT_ONE
+        open_market(rig, w, books=[book("EVT-A", no=((4500, 50 * COUNT_ONE),))])
+        for _ in range(5):
+            if venues[0].places:
+                break
+            rig.tick(1.0)
+            rig.sync()
+        assert venues[0].places == [plan.client_order_id]  # absent twice, a grace apart: resent, same id
+        wait_for(lambda: rig.rec.got("broadcaster", OrderAccepted), message="resent and filled")
+        wait_for(lambda: rig.rec.got("state_keeper", FillReceived), message="the resend's fill")
+        with rig.journal() as j:
+            view = j.load()
+        assert view.pending_intents == ()
+        assert [f["client_order_id"] for f in view.paper_fills] == ["tv3-other", plan.client_order_id]
+    finally:
+        rig.close()
+
+
+def test_paper_reconcile_waits_for_the_restore(tmp_path):
+    from messages.account import PositionChanged
+
+    rig, venues = Rig(tmp_path), []
+    w = whale("EVT-A", "yes", 5500, 300, rig.clock.wall_ms())
+    journal_follow(tmp_path, w, rig.clock.wall_ms(), fills=[("pf-1", paper_fill_body(f"tv3-{w.whale_id[:8]}"))])
+    attempts = []
+
+    def flaky(ctx, books):  # the venue cannot be built for the restore job; the reconcile after it gets one
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RuntimeError("not yet")
+        venues.append(CountingPaperVenue(books, ctx.wall_ms))
+        return venues[-1]
+
+    ctx = context(tmp_path, rig.clock, execution="paper")
+    rig.ref = WhaleExecutor.start("whale_executor", 1, rig.rec.refs["supervisor"], rig.rec.peers("whale_executor"),
+                                  {"context": ctx, "reconcile_retry_s": 1.0}, venue_factory=flaky)
+    try:
+        down = wait_for(lambda: rig.rec.got("supervisor", TradingClientDown), message="reconcile refused")[0]
+        assert "paper account not restored" in down.reason
+        stats = rig.sync()
+        assert stats["ready"] is False and stats["unknown_outcomes"] == 1
+        assert stats["counts"]["paper_restore_failures"] == 1
+        assert rig.rec.got("broadcaster", OrderAccepted) == []  # not read against the empty account
+        rig.tick(1.5)
+        wait_for(lambda: rig.rec.got("supervisor", TradingClientReady), message="ready after the retry")
+        assert rig.rec.got("broadcaster", OrderAccepted)[0].order_id == "paper-1"
+        assert [p.position for p in rig.rec.got("state_keeper", PositionChanged)] == [5 * COUNT_ONE]
+        assert len(venues) == 1 and venues[0].places == []
+    finally:
+        rig.close()

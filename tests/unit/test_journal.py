@@ -423,3 +423,23 @@ def test_the_recovery_view_lists_evaluated_whales_with_their_times(tmp_path):
         (w2.whale_id, ("b",), (w2.market, "yes", T0 + 7), T0 + 7),
         ("w-lone", (), None, T0 + 99),
     ]
+
+
+def test_load_returns_the_paper_fills_in_journal_order(tmp_path):
+    def fill(n, source="paper"):
+        return {"order_id": "paper-1", "client_order_id": "c-1", "market": "KXA-1-A", "outcome": "yes",
+                "yes_price": 5000 + n, "count": 100, "fee": 10, "ts_ms": T0 + n, "source": source}
+
+    with Journal(tmp_path) as j:
+        assert j.load().paper_fills == ()
+        j.record_fill("pf-b", fill(1))
+        follow(j, whale("a", market="KXA-1-A"))
+        j.record_fill("f-ws", fill(2, source="ws"))  # an exchange fill: not part of the paper account
+        j.record_fill("pf-a", fill(3))
+        assert not j.record_fill("pf-b", fill(9))  # a fill id journaled before: no second copy
+        with_paper = j.load()
+    assert [f["fill_id"] for f in with_paper.paper_fills] == ["pf-b", "pf-a"]  # seq order, not id order
+    assert with_paper.paper_fills[0] == {**fill(1), "fill_id": "pf-b"}
+    assert with_paper.fill_ids == {"pf-b", "f-ws", "pf-a"}
+    with Journal(tmp_path) as j:
+        assert j.load() == with_paper  # replayed the same after a reopen

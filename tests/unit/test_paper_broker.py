@@ -174,3 +174,125 @@ def test_paper_fills_agree_with_the_book_quote(levels, outcome, limit, count):
         assert max(f.outcome_price for f in r.fills) == quote.worst_price <= limit * 100
         exact = sum(Fraction(f.count * f.outcome_price) for f in r.fills) / r.order.fill_count
         assert r.order.average_fill_price == -(-exact.numerator // exact.denominator)
+
+
+# --- restore: the paper account rebuilt from journaled fills (a restart) ---
+
+
+def body(f, source="paper"):
+    """A paper fill as the whale executor journals it (``record_fill`` adds the fill id)."""
+    return {"fill_id": f.fill_id, "order_id": f.order_id, "client_order_id": f.client_order_id, "market": f.ticker,
+            "outcome": f.outcome, "yes_price": f.yes_price, "count": f.count, "fee": f.fee, "ts_ms": f.ts_ms,
+            "source": source}
+
+
+def account_of(b):
+    return b.cash, b.positions(), tuple(b.position(t) for t in (M, "KXOTHER-1"))
+
+
+def test_restore_rebuilds_positions_cash_pnl_and_orders():
+    a = broker()
+    results = [
+        a.submit(buy_yes("c1", 5500, 5), book(no=((4700, 10 * C), (4800, 2 * C))), T),
+        a.submit(buy_no("c2", 6000, 3), book(yes=((4200, 10 * C), (4500, 1 * C))), T + 1),  # nets against c1
+        a.submit(buy_yes("c3", 5500, 5), book(no=((4800, 2 * C),)), T + 2),  # IOC partial: 2 of 5
+        a.submit(buy_no("c4", 3000, 5, ticker="KXOTHER-1"), book(yes=((7000, 100 * C),), ticker="KXOTHER-1"), T + 3),
+        a.submit(buy_yes("c5", 5500, 5, tif="fill_or_kill"), book(no=((4800, 2 * C),)), T + 4),  # nothing filled
+    ]
+    fills = [body(f) for r in results for f in r.fills]
+    b = broker()
+    report = b.restore(fills)
+    assert (report.applied, report.skipped, report.orders) == (len(fills), 0, 4)
+    assert account_of(b) == account_of(a)
+    assert report.positions == a.positions()
+    assert dict(report.fill_cost) == {M: sum(r.order.fill_cost for r in results[:3] + results[4:]),
+                                      "KXOTHER-1": results[3].order.fill_cost}
+    for r in results[:4]:
+        o, restored = r.order, b.order(r.order.client_order_id)
+        assert (restored.order_id, restored.ticker, restored.side, restored.fill_count, restored.fill_cost,
+                restored.fees, restored.average_fill_price, restored.remaining_count) == (
+            o.order_id, o.ticker, o.side, o.fill_count, o.fill_cost, o.fees, o.average_fill_price, 0)
+        assert restored.status == "executed" and restored.initial_count == o.fill_count
+    assert b.order("c1").price == 5300 and b.order("c2").price == 4200  # the worst YES price each filled at
+    # An order that filled nothing left no fill: absent, and sending it again is a first fill, not a second.
+    assert b.order("c5") is None
+    # A restored order is known: the same client_order_id again is a duplicate, never a second fill.
+    again = b.submit(buy_yes("c1", 5500, 5), book(no=((4800, 20 * C),)), T + 5)
+    assert (again.accepted, again.reject_code) == (False, "order_already_exists")
+    # Restoring the same fills twice changes nothing.
+    before = account_of(b)
+    assert (b.restore(fills).applied, account_of(b)) == (0, before)
+
+
+def test_restore_then_trading_continues_like_the_original_broker():
+    a, b = broker(), broker()
+    first = a.submit(buy_yes("c1", 5500, 5), book(no=((4700, 10 * C),)), T)
+    b.restore([body(f) for f in first.fills])
+    more = [(buy_no("c2", 6000, 7), book(yes=((4200, 10 * C),))), (buy_yes("c3", 5600, 1), book(no=((4600, 3 * C),)))]
+    for plan, bk in more:
+        assert a.submit(plan, bk, T + 1).fills == b.submit(plan, bk, T + 1).fills
+    assert account_of(b) == account_of(a)
+
+
+def test_restore_skips_bad_and_foreign_bodies_with_a_warning(caplog):
+    a = broker()
+    r = a.submit(buy_yes("c1", 5500, 5), book(no=((4700, 10 * C), (4800, 2 * C))), T)
+    good = [body(f) for f in r.fills]
+    other = a.submit(buy_yes("c9", 5500, 1), book(no=((4700, 10 * C),)), T).fills[0]
+    bad = [
+        None,
+        "text",
+        body(other, source="ws"),  # an exchange fill: not ours to restore
+        {k: v for k, v in body(other).items() if k != "market"},
+        {**body(other), "count": True},
+        {**body(other), "count": 0},
+        {**body(other), "count": "100"},
+        {**body(other), "fee": -1},
+        {**body(other), "fee": None},
+        {**body(other), "yes_price": PRICE_ONE},
+        {**body(other), "outcome": "maybe"},
+        {**body(other), "ts_ms": 1.5},
+        {**body(other), "client_order_id": ""},
+        {**good[1], "fill_id": "pf-x", "order_id": "paper-other"},  # contradicts c1's first fill
+        {**good[1], "fill_id": "pf-y", "market": "KXOTHER-1"},
+        good[0],  # the same fill id twice
+    ]
+    b = broker()
+    with caplog.at_level("WARNING", logger="actors.paper_broker"):
+        report = b.restore([good[0], *bad, good[1]])
+    assert (report.applied, report.skipped, report.orders) == (2, len(bad), 1)
+    assert account_of(b) == account_of(_restored(good))
+    assert b.order("c1").fill_count == 5 * C and b.order("c9") is None
+    assert sum("paper restore" in m for m in caplog.messages) == 11  # ten one by one, then a summary line
+    # A fill of an order this broker made itself is not applied again under another fill id.
+    c = broker()
+    made = c.submit(buy_yes("c1", 5500, 5), book(no=((4700, 10 * C),)), T)
+    assert c.restore([{**body(made.fills[0]), "fill_id": "pf-z"}]).skipped == 1
+    assert c.position(M).position == 5 * C
+
+
+def _restored(bodies):
+    b = broker()
+    b.restore(bodies)
+    return b
+
+
+@given(
+    orders=st.lists(
+        st.tuples(st.sampled_from(["yes", "no"]), st.integers(1, 99), st.integers(1, 30),
+                  st.sampled_from([M, "KXOTHER-1"]),
+                  st.lists(st.tuples(st.integers(1, 99), st.integers(1, 1500)), max_size=4, unique_by=lambda x: x[0])),
+        max_size=8,
+    )
+)
+def test_restore_round_trip_equals_the_broker_that_made_the_fills(orders):
+    a = broker(balance=None)
+    fills = []
+    for i, (outcome, limit, contracts, ticker, levels) in enumerate(orders):
+        side = "no" if outcome == "yes" else "yes"
+        bk = book(**{side: [(p * 100, s) for p, s in levels]}, ticker=ticker)
+        plan = (buy_yes if outcome == "yes" else buy_no)(f"c{i}", limit * 100, contracts, ticker=ticker)
+        fills += [body(f) for f in a.submit(plan, bk, T + i).fills]
+    b = broker(balance=None)
+    assert b.restore(fills).applied == len(fills)
+    assert account_of(b) == account_of(a)
