@@ -53,7 +53,8 @@ def key_pairs() -> dict[str, tuple[bytes, bytes]]:
 class SystemRig:
     def __init__(self, keys: dict[str, tuple[bytes, bytes]], tmp_path: Path, *, markets: int = 4,
                  env: dict[str, str] | None = None, supervisor: dict[str, Any] | None = None,
-                 executor: dict[str, Any] | None = None) -> None:
+                 executor: dict[str, Any] | None = None, actor_settings: dict[str, dict[str, Any]] | None = None,
+                 classes: dict[str, type] | None = None) -> None:
         self.keys = keys
         self.tmp = tmp_path
         self.data_dir = tmp_path / "data"
@@ -63,6 +64,11 @@ class SystemRig:
         self.supervisor_overrides = dict(supervisor or {})
         self.executor_overrides = {"absent_grace_s": 0.3, "rate_backoff_s": 0.2, "rate_backoff_max_s": 2.0,
                                    **(executor or {})}
+        # Per-actor settings on top of actor_config.toml's, and actor classes replacing the registry's.
+        self.actor_settings = {name: dict(values) for name, values in (actor_settings or {}).items()}
+        self.actor_settings["whale_executor"] = {**self.executor_overrides,
+                                                 **self.actor_settings.get("whale_executor", {})}
+        self.classes = dict(classes or {})
         self.ex: LocalExchange | None = None
         self.system: System | None = None
         self.tickers: tuple[str, ...] = ()
@@ -185,8 +191,8 @@ class SystemRig:
             **self.supervisor_overrides,
         })
         children = tuple(
-            dataclasses.replace(spec, settings={**spec.settings, **self.executor_overrides})
-            if spec.name == "whale_executor" else spec
+            dataclasses.replace(spec, settings={**spec.settings, **self.actor_settings[spec.name]})
+            if spec.name in self.actor_settings else spec
             for spec in config.children
         )
         return dataclasses.replace(config, supervisor=sup, children=children)
@@ -202,7 +208,8 @@ class SystemRig:
             ws_options=WS_OPTIONS,
         )
         config = self.actor_config()
-        self.system = System(config, build_factories(config, ctx), data_dir=self.data_dir).start()
+        self.system = System(config, build_factories(config, ctx, classes=self.classes or None),
+                             data_dir=self.data_dir).start()
         if wait_ready:
             self.wait_state("READY", 30)
         return self.system

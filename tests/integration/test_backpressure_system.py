@@ -20,7 +20,6 @@ Whales are made by hand (the flow's own whales are 1 contract, its noise trades 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import queue
@@ -32,16 +31,13 @@ from typing import Any
 import pytest
 
 from actors.base import handles, mailbox_depth
-from actors.context import SystemContext
 from actors.state_keeper import StateKeeper
-from actors.system import System, build_factories
 from actors.whale_executor import WhaleExecutor
 from kalshi.exchange.flow import FlowConfig
-from kalshi.rest import KalshiRest
 from kalshi.units import COUNT_ONE, MONEY_ONE, PRICE_ONE
 from messages.base import Message, message
 from tests.helpers import wait_for
-from tests.integration.helpers_system import MAKER_USER, NS, WS_OPTIONS, SystemRig, key_pairs
+from tests.integration.helpers_system import MAKER_USER, NS, SystemRig
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -221,40 +217,11 @@ class StallingStateKeeper(StateKeeper):
 class BackpressureRig(SystemRig):
     """SystemRig with per-actor settings and actor classes of our own (the rest is SystemRig's)."""
 
-    def __init__(self, keys: Any, tmp_path: Any, *, actor_settings: dict[str, dict[str, Any]],
-                 classes: dict[str, type], markets: int = MARKETS, env: dict[str, str] | None = None,
+    def __init__(self, keys: Any, tmp_path: Any, *, markets: int = MARKETS, env: dict[str, str] | None = None,
                  **kw: Any) -> None:
         env = {"WHALE_MIN_SIZE_CENTS": "10000", **(env or {})}  # $100: no burst of noise prints is a whale
         super().__init__(keys, tmp_path, markets=markets, env=env, supervisor=SUPERVISOR, **kw)
-        self.actor_settings = actor_settings
-        self.classes = classes
         self.stalls: list[Stall] = []
-
-    def actor_config(self) -> Any:
-        config = super().actor_config()
-        children = tuple(
-            dataclasses.replace(spec, settings={**spec.settings, **self.actor_settings[spec.name]})
-            if spec.name in self.actor_settings else spec
-            for spec in config.children
-        )
-        return dataclasses.replace(config, children=children)
-
-    def start_system(self, wait_ready: bool = True, **env: str) -> System:
-        """SystemRig.start_system with ``self.classes`` replacing the registry's actor classes."""
-        assert self.ex is not None and self.system is None
-        ex = self.ex
-        ctx = SystemContext(
-            settings=self.settings(**env), rest_url=ex.rest_url, ws_url=ex.ws_url, credentials=self.credentials(),
-            data_dir=self.data_dir, market_tickers=self.tickers, environment="local", execution="exchange",
-            rest_factory=lambda: KalshiRest(ex.rest_url, self.credentials(), total_timeout=3.0, read_retries=1,
-                                            backoff_cap=0.3),
-            ws_options=WS_OPTIONS,
-        )
-        config = self.actor_config()
-        self.system = System(config, build_factories(config, ctx, classes=self.classes), data_dir=self.data_dir).start()
-        if wait_ready:
-            self.wait_state("READY", 30)
-        return self.system
 
     def new_stall(self, timeout_s: float) -> Stall:
         stall = Stall(timeout_s)
@@ -270,23 +237,7 @@ class BackpressureRig(SystemRig):
         super().close()
 
 
-@pytest.fixture(scope="module")
-def keys():
-    return key_pairs()
-
-
-@pytest.fixture
-def make_rig(keys, tmp_path):
-    rigs: list[BackpressureRig] = []
-
-    def make(**kw: Any) -> BackpressureRig:
-        rig = BackpressureRig(keys, tmp_path, **kw)
-        rigs.append(rig)
-        return rig
-
-    yield make
-    for rig in rigs:
-        rig.close()
+RIG_CLASS = BackpressureRig  # make_rig (tests/integration/conftest.py) builds this
 
 
 # --- helpers -------------------------------------------------------------------------------------------

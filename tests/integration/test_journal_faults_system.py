@@ -24,31 +24,12 @@ from actors.whale_rules import PublicTrade, WhaleQueue, client_order_id_for
 from kalshi.units import COUNT_ONE
 from messages.whale import Decision, OrderPlan
 from tests.helpers import wait_for
-from tests.integration.helpers_system import NS, SystemRig, key_pairs
+from tests.integration.helpers_system import NS, SystemRig
 
 pytestmark = pytest.mark.timeout(90)
 
 T0 = 1_764_000_000_000
 CORRUPT_AT = "journal corrupt at decisions seq 2: checksum mismatch"
-
-
-@pytest.fixture(scope="module")
-def keys():
-    return key_pairs()
-
-
-@pytest.fixture
-def make_rig(keys, tmp_path):
-    rigs: list[SystemRig] = []
-
-    def make(**kw) -> SystemRig:
-        rig = SystemRig(keys, tmp_path, **kw)
-        rigs.append(rig)
-        return rig
-
-    yield make
-    for rig in rigs:
-        rig.close()
 
 
 # --- a journal with a corrupt middle record (as tests/unit/test_journal.py makes one) ------------------

@@ -16,30 +16,11 @@ from actors.whale_tracker import WhaleTracker
 from kalshi.units import COUNT_ONE
 from messages.whale import ACTIONS
 from tests.helpers import wait_for
-from tests.integration.helpers_system import OTHER_KEY_ID, SystemRig, key_pairs
+from tests.integration.helpers_system import OTHER_KEY_ID, SystemRig
 
 pytestmark = pytest.mark.timeout(90)
 
 STORM_S = 10.0
-
-
-@pytest.fixture(scope="module")
-def keys():
-    return key_pairs()
-
-
-@pytest.fixture
-def make_rig(keys, tmp_path):
-    rigs: list[SystemRig] = []
-
-    def make(**kw) -> SystemRig:
-        rig = SystemRig(keys, tmp_path, **kw)
-        rigs.append(rig)
-        return rig
-
-    yield make
-    for rig in rigs:
-        rig.close()
 
 
 def followed(rig: SystemRig) -> list[str]:
