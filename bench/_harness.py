@@ -444,38 +444,69 @@ def _serve(pipe: Any, host: str) -> None:
     pipe.send(("stopped", None))
 
 
+class ChildProcess:
+    """A spawned bench helper process (its CPU and threads stay out of the measured process). ``target(pipe,
+    *args)`` sends one start payload, then answers each message with ``("ok", value)`` or ``("error", text)``
+    until it receives ``stop_message``. Every wait has a timeout; a child that does not stop is killed."""
+
+    def __init__(self, target: Any, args: tuple, name: str, stop_message: Any = "stop") -> None:
+        self._target, self._args, self._name, self._stop = target, args, name, stop_message
+        self._proc: Any = None
+        self._pipe: Any = None
+
+    def start(self, timeout: float = 60.0) -> Any:
+        ctx = multiprocessing.get_context("spawn")
+        self._pipe, child = ctx.Pipe()
+        self._proc = ctx.Process(target=self._target, args=(child, *self._args), name=self._name, daemon=True)
+        self._proc.start()
+        if not self._pipe.poll(timeout):
+            self.stop()
+            raise RuntimeError(f"{self._name} did not start")
+        return self._pipe.recv()
+
+    def call(self, message: Any, timeout: float) -> Any:
+        self._pipe.send(message)
+        if not self._pipe.poll(timeout):
+            raise TimeoutError(f"{self._name} did not answer {message!r} within {timeout}s")
+        status, value = self._pipe.recv()
+        if status != "ok":
+            raise RuntimeError(f"{self._name} {message!r} failed: {value}")
+        return value
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self._proc is None:
+            return
+        try:
+            self._pipe.send(self._stop)
+            self._pipe.poll(timeout)  # its last word, once it has cleaned up
+        except (OSError, BrokenPipeError):
+            pass
+        self._proc.join(timeout)
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join(5)
+        self._pipe.close()
+        self._proc = None
+
+
 class ReplayServer:
     """The replay server in a child process. ``ws_url`` once started; every call has a timeout."""
 
     def __init__(self, host: str = "127.0.0.1") -> None:
         self.host = host
         self.port = 0
-        self._proc: Any = None
-        self._pipe: Any = None
+        self._child = ChildProcess(_serve, (host,), "bench-replay", stop_message=("stop", None))
 
     @property
     def ws_url(self) -> str:
         return f"ws://{self.host}:{self.port}/trade-api/ws/v2"
 
     def start(self, timeout: float = 30.0) -> "ReplayServer":
-        ctx = multiprocessing.get_context("spawn")
-        self._pipe, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(child, self.host), name="bench-replay", daemon=True)
-        self._proc.start()
-        if not self._pipe.poll(timeout):
-            self.stop()
-            raise RuntimeError("replay server did not start")
-        _, self.port = self._pipe.recv()
+        _, self.port = self._child.start(timeout)
         return self
 
     def _call(self, cmd: str, arg: Any = None, timeout: float = 120.0) -> Any:
-        self._pipe.send((cmd, arg))
-        if not self._pipe.poll(timeout):
-            raise TimeoutError(f"replay server did not answer {cmd}")
-        status, value = self._pipe.recv()
-        if status != "ok":
-            raise RuntimeError(f"replay server {cmd}: {value}")
-        return value
+        return self._child.call((cmd, arg), timeout)
 
     def configure(self, cfg: StreamConfig) -> dict:
         return self._call("configure", cfg.__dict__.copy())
@@ -505,14 +536,4 @@ class ReplayServer:
             time.sleep(0.02)  # polling another process; no event to wait on
 
     def stop(self) -> None:
-        if self._proc is None:
-            return
-        try:
-            self._pipe.send(("stop", None))
-        except (OSError, BrokenPipeError):
-            pass
-        self._proc.join(10)
-        if self._proc.is_alive():
-            self._proc.kill()
-            self._proc.join(5)
-        self._proc = None
+        self._child.stop(timeout=10)

@@ -36,7 +36,6 @@ import argparse
 import inspect
 import json
 import logging
-import multiprocessing
 import os
 import shutil
 import sys
@@ -59,6 +58,7 @@ from actors.settings import load_settings  # noqa: E402
 from actors.state_keeper import StateKeeper  # noqa: E402
 from actors.ticker import Ticker  # noqa: E402
 from actors.trades_feed import TradesFeed  # noqa: E402
+from bench._harness import ChildProcess  # noqa: E402
 from kalshi.auth import Credentials, generate_key_pair  # noqa: E402
 from kalshi.exchange.server import user_id_for_key  # noqa: E402
 from kalshi.ws import KalshiWebSocket, WsConnected, WsDisconnected  # noqa: E402
@@ -121,42 +121,20 @@ def _serve_exchange(pipe: Any, markets: int, flow: str, public_pem: bytes, user:
 
 class ExchangeProcess:
     def __init__(self, markets: int, flow: str, public_pem: bytes) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self._pipe, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve_exchange, args=(child, markets, flow, public_pem,
-                                                               user_id_for_key(KEY_ID)),
-                                 name="bench-churn-exchange", daemon=True)
+        self._child = ChildProcess(_serve_exchange, (markets, flow, public_pem, user_id_for_key(KEY_ID)),
+                                   "bench-churn-exchange")
         self.ws_url = self.rest_url = ""
         self.tickers: list[str] = []
 
     def start(self) -> ExchangeProcess:
-        self._proc.start()
-        if not self._pipe.poll(60):
-            self.stop()
-            raise RuntimeError("exchange process did not start")
-        self.ws_url, self.rest_url, self.tickers = self._pipe.recv()
+        self.ws_url, self.rest_url, self.tickers = self._child.start(60)
         return self
 
     def request(self, cmd: str, timeout: float = 15.0) -> Any:
-        self._pipe.send(cmd)
-        if not self._pipe.poll(timeout):
-            raise TimeoutError(f"exchange did not answer {cmd!r} within {timeout}s")
-        status, value = self._pipe.recv()
-        if status != "ok":
-            raise RuntimeError(f"exchange {cmd!r} failed: {value}")
-        return value
+        return self._child.call(cmd, timeout)
 
     def stop(self) -> None:
-        try:
-            self._pipe.send("stop")
-            self._pipe.poll(15)
-        except (OSError, BrokenPipeError):
-            pass
-        self._proc.join(15)
-        if self._proc.is_alive():
-            self._proc.kill()
-            self._proc.join(5)
-        self._pipe.close()
+        self._child.stop()
 
 
 # ------------------------------------------------------------------------------ recording

@@ -60,7 +60,6 @@ import contextlib
 import gc
 import json
 import logging
-import multiprocessing
 import os
 import platform
 import shutil
@@ -90,7 +89,7 @@ from actors.trades_feed import TradesFeed  # noqa: E402
 from actors.venues import make_venue  # noqa: E402
 from actors.whale_executor import WhaleExecutor  # noqa: E402
 from actors.whale_tracker import WhaleTracker  # noqa: E402
-from bench._harness import OB, TRADE, ReplayServer, StreamConfig  # noqa: E402
+from bench._harness import OB, TRADE, ChildProcess, ReplayServer, StreamConfig  # noqa: E402
 from kalshi.auth import Credentials, generate_key_pair  # noqa: E402
 from kalshi.wire.frames import OrderbookDelta, Trade  # noqa: E402
 from kalshi.ws import KalshiWebSocket  # noqa: E402
@@ -130,31 +129,16 @@ def _serve_exchange(pipe: Any, markets: int, public_pem: bytes) -> None:
 
 class ExchangeProcess:
     def __init__(self, markets: int, public_pem: bytes) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self._pipe, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve_exchange, args=(child, markets, public_pem), name="bench-exchange",
-                                 daemon=True)
+        self._child = ChildProcess(_serve_exchange, (markets, public_pem), "bench-exchange")
         self.rest_url = ""
         self.tickers: list[str] = []
 
     def start(self) -> "ExchangeProcess":
-        self._proc.start()
-        if not self._pipe.poll(60):
-            self.stop()
-            raise RuntimeError("exchange process did not start")
-        self.rest_url, self.tickers = self._pipe.recv()
+        self.rest_url, self.tickers = self._child.start(60)
         return self
 
     def stop(self) -> None:
-        try:
-            self._pipe.send("stop")
-            self._pipe.poll(15)
-        except (OSError, BrokenPipeError):
-            pass
-        self._proc.join(15)
-        if self._proc.is_alive():
-            self._proc.kill()
-            self._proc.join(5)
+        self._child.stop()
 
 
 # ------------------------------------------------------------------------------ bench actors
