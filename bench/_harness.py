@@ -444,6 +444,23 @@ def _serve(pipe: Any, host: str) -> None:
     pipe.send(("stopped", None))
 
 
+def wait_until(pred: Any, timeout: float, what: str, poll: float = 0.02) -> None:
+    """Poll ``pred`` (another thread's or process's state: the benches have nothing to wait on) until true."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(poll)
+
+
+def pct(values: list[float], q: float) -> float | None:
+    """The q-th percentile (nearest rank) of ``values``; None when empty."""
+    if not values:
+        return None
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, int(round(q / 100 * (len(s) - 1)))))]
+
+
 class ChildProcess:
     """A spawned bench helper process (its CPU and threads stay out of the measured process). ``target(pipe,
     *args)`` sends one start payload, then answers each message with ``("ok", value)`` or ``("error", text)``

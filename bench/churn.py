@@ -58,7 +58,7 @@ from actors.settings import load_settings  # noqa: E402
 from actors.state_keeper import StateKeeper  # noqa: E402
 from actors.ticker import Ticker  # noqa: E402
 from actors.trades_feed import TradesFeed  # noqa: E402
-from bench._harness import ChildProcess  # noqa: E402
+from bench._harness import ChildProcess, pct, wait_until  # noqa: E402
 from kalshi.auth import Credentials, generate_key_pair  # noqa: E402
 from kalshi.exchange.server import user_id_for_key  # noqa: E402
 from kalshi.ws import KalshiWebSocket, WsConnected, WsDisconnected  # noqa: E402
@@ -232,21 +232,6 @@ def sample(label: str, t0: float, events: EventLog | None = None) -> dict[str, A
             last[feed] = ev
         out["feeds_connected"] = sum(1 for ev in last.values() if isinstance(ev, WsConnected))
     return out
-
-
-def wait_until(pred: Any, timeout: float, what: str, poll: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(poll)  # polling other threads' state; the bench has nothing to wait on
-
-
-def pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, int(round(q / 100 * (len(s) - 1)))))]
 
 
 def spread(values: list[float]) -> dict[str, Any]:

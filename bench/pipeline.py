@@ -89,7 +89,7 @@ from actors.trades_feed import TradesFeed  # noqa: E402
 from actors.venues import make_venue  # noqa: E402
 from actors.whale_executor import WhaleExecutor  # noqa: E402
 from actors.whale_tracker import WhaleTracker  # noqa: E402
-from bench._harness import OB, TRADE, ChildProcess, ReplayServer, StreamConfig  # noqa: E402
+from bench._harness import OB, TRADE, ChildProcess, ReplayServer, StreamConfig, pct, wait_until  # noqa: E402
 from kalshi.auth import Credentials, generate_key_pair  # noqa: E402
 from kalshi.wire.frames import OrderbookDelta, Trade  # noqa: E402
 from kalshi.ws import KalshiWebSocket  # noqa: E402
@@ -405,23 +405,7 @@ class PipelineSystem:
                     log.warning("stopping %s failed", name)
 
 
-def wait_until(pred: Any, timeout: float, what: str, poll: float = 0.02) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(poll)  # polling other threads' counters; the bench has nothing to wait on
-
-
 # ------------------------------------------------------------------------------ measurements
-
-
-def pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    s = sorted(values)
-    k = min(len(s) - 1, max(0, int(round(q / 100 * (len(s) - 1)))))
-    return s[k]
 
 
 def summary_ms(ns_values: list[int]) -> dict[str, Any]:
