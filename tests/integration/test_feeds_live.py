@@ -86,6 +86,13 @@ def tickers(ex: LocalExchange, n: int = 3) -> list[str]:
     return list(ex.call(lambda e: e.active_tickers()))[:n]
 
 
+def drained(rec: Recorders, name: str = "state_keeper") -> None:
+    """Wait until probe ``name`` has handled every message told to it so far. The feed tells the state keeper
+    its batches BEFORE it tells the supervisor FeedReady, but the two probes are different threads: without
+    this, a test that saw FeedReady could read the state keeper's log before those batches are in it."""
+    rec.refs[name].ask(RequestStats(), timeout=5)
+
+
 def snapshots_after(rec: Recorders, index: int) -> set[str]:
     """Markets with a snapshot in the BookFramesReceived batches from position ``index`` on."""
     seen = set()
@@ -101,6 +108,7 @@ def test_orderbook_drop_reconnects_resubscribes_and_resnapshots(ex, start, rec):
     markets = tickers(ex)
     ref = start(OrderbookFeed, "orderbook_feed", markets=markets)
     first = rec.wait("supervisor", FeedReady, timeout=10)[0]
+    drained(rec)
     assert snapshots_after(rec, 0) == set(markets)
     assert ex.faults.drop_ws() == 1
     down = rec.wait("supervisor", FeedDown, timeout=10)[0]
@@ -109,6 +117,7 @@ def test_orderbook_drop_reconnects_resubscribes_and_resnapshots(ex, start, rec):
     assert {s.market_ticker for s in stale} == set(markets)
     mark = len(rec.got("state_keeper", BookFramesReceived))
     again = rec.wait("supervisor", FeedReady, timeout=10, where=lambda m: m.conn_id > first.conn_id)[0]
+    drained(rec)
     assert snapshots_after(rec, mark) == set(markets)  # every book re-snapshotted on the new connection
     s = stats(ref)
     assert s["reconnects"] >= 1 and s["feed_state"] == "live" and s["conn_id"] == again.conn_id
@@ -129,6 +138,7 @@ def test_orderbook_drop_mid_snapshot_keeps_feed_down_until_all_books_fresh(ex, s
     assert ready.conn_id >= 2
     assert stats(ref)["reconnects"] >= 1
     # FeedReady came only after a connection on which every market had its snapshot.
+    drained(rec)
     last_conn_batches = [b for b in rec.got("state_keeper", BookFramesReceived) if b.conn_id == ready.conn_id]
     seen = {f.market_ticker for b in last_conn_batches for f in b.frames if type(f) is OrderbookSnapshot}
     assert seen == set(markets)
@@ -147,6 +157,7 @@ def test_orderbook_seq_skip_stales_books_then_fresh_snapshots(ex, start, rec):
     # Fresh snapshots (get_snapshot replies carry the command id) bring every book back.
     wait_for(lambda: stats(ref)["stage"] is None and stats(ref)["pending_snapshots"] == 0, 10,
              message="books fresh again")
+    drained(rec)
     snaps = [f for b in rec.got("state_keeper", BookFramesReceived) for f in b.frames
              if type(f) is OrderbookSnapshot and f.id is not None]
     assert {f.market_ticker for f in snaps} == set(markets)
@@ -162,6 +173,7 @@ def test_orderbook_duplicate_is_dropped_without_staleness(ex, start, rec):
     ex.faults.seq_fault("duplicate", stats(ref)["sid"])
     rec.wait("supervisor", SequenceGap, timeout=10, where=lambda m: m.kind == "duplicate")
     assert stats(ref)["duplicates"] >= 1
+    drained(rec)
     assert rec.got("state_keeper", BookStale) == []
 
 
