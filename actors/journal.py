@@ -29,6 +29,7 @@ import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Iterator, Mapping
 
 log = logging.getLogger(__name__)
@@ -563,7 +564,7 @@ class Journal:
                 elif table == "fills":
                     fills.add(data["fill_id"])
                     if data.get("source") == "paper":
-                        paper_fills.append(data)  # checked field by field when restored
+                        paper_fills.append(MappingProxyType(data))  # read-only; checked field by field when restored
             except (KeyError, TypeError) as exc:
                 raise JournalCorrupt(table, seq, f"missing field {exc}") from None
 

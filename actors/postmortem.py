@@ -124,6 +124,8 @@ def _describe(event: Mapping[str, Any]) -> tuple[str, list[str]] | None:
         head = f"{label} {_who(event)}" + (f" in {_s(phase, 20)}" if phase else "") + f": {reason}"
         if extra.get("ignored"):
             head += " (older generation; already handled)"
+        if extra.get("permanent"):
+            head += " (permanent: a restart cannot fix it)"
         tb = event.get("traceback")
         if isinstance(tb, str) and tb.strip():
             detail = ["    | " + "".join(c if c.isprintable() else "?" for c in line)[:300]
@@ -158,7 +160,9 @@ def _describe(event: Mapping[str, Any]) -> tuple[str, list[str]] | None:
         return (f"FEED GAP   {_s(event.get('actor'))} {reason} sid={_s(extra.get('sid'))} "
                 f"expected={_s(extra.get('expected'))} got={_s(extra.get('got'))}"), detail
     if kind == "trading_client_down":
-        return f"TRADING ↓  {_who(event)}: {reason}", detail
+        return f"TRADING ↓  {_who(event)}: {reason}" + (" (fatal)" if extra.get("fatal") else ""), detail
+    if kind == "restart_refused":
+        return f"NO RESTART {_who(event)}: {reason}", detail
     if kind == "transition_refused":
         return (f"REFUSED    {_s(event.get('state_before'))} -> {_s(event.get('state_after'))}: {reason}"), detail
     if kind in ("stop_timeout", "zombie"):

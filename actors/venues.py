@@ -325,6 +325,7 @@ class PaperVenue:
         self._books = book_source
         self._clock = clock_ms
         self._client_ids: dict[str, str] = {}  # order_id -> client_order_id (the broker keys by the latter)
+        self.restored = False  # the account was rebuilt from the journal (the executor's reconcile checks it)
 
     def place(self, plan: OrderPlan, order_group_id: str | None) -> PlaceOutcome:
         base = {"client_order_id": plan.client_order_id, "market": plan.market}
@@ -376,6 +377,7 @@ class PaperVenue:
             order = self.broker.order(coid) if isinstance(coid, str) else None
             if order is not None:
                 self._client_ids[order.order_id] = coid
+        self.restored = True
         return report
 
     def find(self, client_order_id: str, market: str | None) -> FoundOrder | None:

@@ -227,8 +227,6 @@ class WhaleExecutor(SupervisedActor):
         # Paper execution: the journaled paper fills to rebuild the account from, until restored (then None).
         self._paper_restore: tuple | None = None
         self._restoring = False
-        # Worker-thread side: the venue the fills were restored into (reconcile refuses any other one).
-        self._restored_into: dict[str, Any] = {}
         self.known_orders: dict[str, str] = {}  # client_order_id -> order_id
         self._acting = False
         self._rl_attempt = 0
@@ -360,11 +358,21 @@ class WhaleExecutor(SupervisedActor):
 
     def _journal_fill(self, fill: FillReceived) -> bool:
         """Journal one fill (a fill id already journaled is a no-op); False when the journal is down."""
-        body = _fill_body(fill)
+        return self._journal_fills((fill,))
+
+    def _journal_fills(self, fills: Iterable[FillReceived]) -> bool:
+        """Journal fills in one transaction (ids already journaled are no-ops); False when the journal is down."""
         added: list[bool] = []
-        if not self._journal_write(lambda j: added.append(j.record_fill(fill.fill_id, body))):
+
+        def write(journal: Journal) -> None:
+            with journal.batch():
+                for fill in fills:
+                    added.append(journal.record_fill(fill.fill_id, _fill_body(fill)))
+
+        if not self._journal_write(write):
             return False
-        self._count("fills_journaled" if added[0] else "fills_already_journaled")
+        for new in added:
+            self._count("fills_journaled" if new else "fills_already_journaled")
         return True
 
     @handles(BookViewsUpdated)
@@ -498,7 +506,7 @@ class WhaleExecutor(SupervisedActor):
         if status == "accepted":
             # Paper fills are journaled BEFORE the outcome: a crash between the two leaves the intent pending with
             # its fills on disk, and the restart finds the order in the restored paper account (never resent).
-            fills_journaled = self._journal_paper_fills(outcome)
+            fills_journaled = not outcome.fills or self._journal_fills(outcome.fills)
             self._close_accepted(order, outcome.order_id or "", outcome.fill_count, outcome.remaining_count,
                                  outcome.average_fill_price, outcome.average_fee_paid, outcome.fill_cost, {})
             if fills_journaled:
@@ -904,24 +912,6 @@ class WhaleExecutor(SupervisedActor):
                                                    average_fill_price=avg_price, average_fee_paid=avg_fee, ts_ms=now_ms))
         self._processing(plan.whale_id, FOLLOWED)
 
-    def _journal_paper_fills(self, outcome: PlaceOutcome) -> bool:
-        """Paper execution: our fills exist only here — journal them, all in one transaction (a restart
-        rebuilds the paper account from them). False when the journal is down."""
-        if not outcome.fills:
-            return True
-        added: list[bool] = []
-
-        def write(journal: Journal) -> None:
-            with journal.batch():
-                for fill in outcome.fills:
-                    added.append(journal.record_fill(fill.fill_id, _fill_body(fill)))
-
-        if not self._journal_write(write):
-            return False
-        for new in added:
-            self._count("fills_journaled" if new else "fills_already_journaled")
-        return True
-
     def _paper_fills(self, outcome: PlaceOutcome) -> None:
         """Paper execution: give the (journaled) fills and the new position to the state keeper."""
         for fill in outcome.fills:
@@ -965,7 +955,6 @@ class WhaleExecutor(SupervisedActor):
         must_restore = self._paper_restore is not None
         if must_restore and not self._restoring:
             self._submit_restore()  # queued first: the worker runs it before the reconcile below
-        restored_into = self._restored_into
         self._reconciling = True
         self._reconcile_due_ns = None
         pending = tuple((coid, o.plan.market) for coid, o in self.open.items() if o.state in ("unknown", "resolving"))
@@ -977,7 +966,7 @@ class WhaleExecutor(SupervisedActor):
         existing_gid = self.order_group_id
 
         def job(venue: Venue) -> ReconcileReport:
-            if must_restore and restored_into.get("venue") is not venue:
+            if must_restore and not getattr(venue, "restored", False):
                 # Paper, and this venue's account was not rebuilt (the restore failed, or the venue was made
                 # after it): reading pending intents against an empty account would resend filled orders.
                 return ReconcileReport(resolved=(), unresolved=tuple(c for c, _ in pending),
@@ -1011,15 +1000,13 @@ class WhaleExecutor(SupervisedActor):
         """Paper execution: rebuild the in-process paper account from the journaled paper fills."""
         if self.worker is None or self._paper_restore is None:
             return
-        fills, restored_into = self._paper_restore, self._restored_into
+        fills = self._paper_restore
 
         def job(venue: Venue) -> Any:
             restore = getattr(venue, "restore", None)
             if restore is None:
                 raise VenueError(f"the {venue.name} venue cannot restore a paper account")
-            report = restore(fills)
-            restored_into["venue"] = venue
-            return report
+            return restore(fills)  # sets venue.restored: the reconcile behind it checks that
 
         self._restoring = True
         self.worker.submit("restore", job)

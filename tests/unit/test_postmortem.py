@@ -104,6 +104,24 @@ def test_crash_and_restart_timeline(tmp_path):
     assert "warning" not in text
 
 
+def test_permanent_failures_and_fatal_trading_client_down_are_named(tmp_path):
+    """D3/F22: the timeline says when a failure was permanent (no restart) and a trading client fatally down."""
+    path = write(tmp_path, [
+        ev(0, "state", state_after="STARTUP", reason="process start"),
+        ev(1, "actor_failed", actor="whale_executor", generation=1, reason="on_start: JournalCorrupt: journal corrupt "
+           "at decisions seq 2: checksum mismatch", extra={"phase": "on_start", "permanent": True}),
+        ev(1, "restart_refused", actor="whale_executor", generation=1, reason="on_start: JournalCorrupt",
+           extra={"permanent": True}),
+        ev(5, "trading_client_down", actor="whale_executor", generation=2, reason="journal: disk full",
+           extra={"fatal": True}),
+    ])
+    text = postmortem(path)
+    assert "FAILURE    whale_executor#1 in on_start: on_start: JournalCorrupt: journal corrupt at decisions seq 2: " \
+           "checksum mismatch (permanent: a restart cannot fix it)" in text
+    assert "NO RESTART whale_executor#1: on_start: JournalCorrupt" in text
+    assert "TRADING ↓  whale_executor#2: journal: disk full (fatal)" in text
+
+
 def test_torn_last_line_and_bad_lines_are_reported_not_fatal(tmp_path):
     lines = CRASH_RUN[:10] + ["{not json", '["an array"]'] + CRASH_RUN[10:14]
     path = write(tmp_path, lines, tail='{"ts":"2026-01-01T00:00:21Z","event":"act')
